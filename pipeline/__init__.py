@@ -1,0 +1,1 @@
+"""The interpretation cascade: frames, processors, engines and the pipeline builder."""
