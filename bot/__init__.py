@@ -1,0 +1,1 @@
+"""The polyvox application: command line, configuration, composition root, bots."""

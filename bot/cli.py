@@ -1,0 +1,200 @@
+"""The ``polyvox`` command line.
+
+``polyvox translate IN... --from en --to es -o OUT.wav`` interprets recordings;
+``polyvox serve`` starts the server; ``polyvox config`` shows the resolved settings.
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from loguru import logger
+
+__all__ = ["main"]
+
+_OUR_MODULES = ("bot", "pipeline", "transports", "voices", "__main__")
+
+
+def _setup_logging(verbosity: int) -> None:
+    """INFO from polyvox, WARNING and up from libraries; ``-v`` shows everything."""
+    logger.remove()
+    level = "DEBUG" if verbosity > 0 else "INFO" if verbosity == 0 else "WARNING"
+
+    def keep(record) -> bool:  # type: ignore[no-untyped-def]
+        if verbosity > 1:
+            return True
+        ours = (record["name"] or "").startswith(_OUR_MODULES)
+        return ours or record["level"].no >= logger.level("WARNING").no
+
+    logger.add(sys.stderr, level=level, filter=keep, format="{time:HH:mm:ss} {level:<7} {message}")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: ./config.yaml, else the built-in one)")
+    parser.add_argument("--profile", help="engine profile: offline, cpu or gpu (default: the file's 'profile')")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set vad.min_silence_ms=400 (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: libraries too)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polyvox",
+        description="Live speech interpretation in each speaker's own voice.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    tr = sub.add_parser(
+        "translate",
+        help="interpret recordings through the live pipeline",
+        description=(
+            "Interpret one or more recordings (each one participant) into another language, "
+            "through the same pipeline live rooms use. Writes the interpretation of every "
+            "utterance, in order of speech end, and optionally a captions JSON."
+        ),
+    )
+    tr.add_argument("inputs", nargs="+", metavar="IN", help="audio file (wav, mp3, ogg, flac, ...); several = several speakers")
+    tr.add_argument("--from", dest="source", metavar="LANG", help="spoken language (default: languages.speaker)")
+    tr.add_argument("--to", dest="target", metavar="LANG", help="language to interpret into (default: first of languages.listeners)")
+    tr.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="where to write the interpretation")
+    tr.add_argument("--captions", metavar="OUT.json", help="also write transcripts, translations and latencies")
+    tr.add_argument("--realtime", action="store_true", help="feed audio at real-time pace, as a live call would (slower; realistic latencies)")
+    tr.add_argument("--sample-rate", type=int, default=None, metavar="HZ", help="output sample rate (default: the TTS engine's)")
+    _common(tr)
+
+    serve = sub.add_parser("serve", help="start the interpretation server")
+    _common(serve)
+
+    cfg = sub.add_parser("config", help="print the resolved configuration")
+    _common(cfg)
+    return parser
+
+
+def _settings(args: argparse.Namespace, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+    from bot.config import load_settings
+
+    return load_settings(args.config, profile=args.profile, overrides=[*args.overrides, *(extra or [])])
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    settings = _settings(args)
+    print(yaml.safe_dump(settings.model_dump(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bot.app import check_engines
+
+    settings = _settings(args)
+    check_engines(settings)
+    engines = ", ".join(f"{k} {settings.engine(k).engine}" for k in ("asr", "mt", "tts", "denoise"))
+    print(f"polyvox serve: profile '{settings.profile}' ({engines})")
+    print(f"  will listen on http://{settings.server.host}:{settings.server.port}/ (WebRTC rooms and the browser page)")
+    print("  will start the Discord bot when DISCORD_TOKEN is set")
+    print("  not started: the WebRTC room server and the Discord bot are not part of this version yet;")
+    print("  use `polyvox translate` to interpret recordings through the same pipeline.")
+    return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from bot.app import load_engines, segmenter_params
+    from pipeline.audio import load_audio
+    from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
+
+    extra = []
+    if args.source:
+        extra.append(f"languages.speaker={args.source}")
+    if args.target:
+        extra.append(f"languages.listeners=[{args.target}]")
+    settings = _settings(args, extra)
+    source = settings.languages.speaker
+    if not settings.languages.listeners:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("no target language: pass --to LANG")
+    target = settings.languages.listeners[0]
+    if args.sample_rate is not None and not 8000 <= args.sample_rate <= 192000:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"--sample-rate {args.sample_rate}: expected 8000–192000 Hz")
+
+    # Read every input before loading models, so a bad file fails in milliseconds.
+    tracks = []
+    seen: set[str] = set()
+    for path in args.inputs:
+        pcm = load_audio(path)
+        user = Path(path).stem or "speaker"
+        while user in seen:
+            user += "_"
+        seen.add(user)
+        tracks.append(SpeakerTrack(user_id=user, pcm=pcm, language=source))
+        logger.info(f"{path}: {len(pcm) / 16000:.1f} s of audio, speaker '{user}' ({source})")
+
+    engines = load_engines(settings)
+    try:
+        engines.check_languages([source], [target])
+        result = asyncio.run(
+            run_cascade_on_tracks(
+                engines,
+                tracks,
+                [target],
+                segmenter=segmenter_params(settings),
+                realtime=args.realtime,
+                warn_slow=settings.pipeline.warn_slower_than_realtime,
+            )
+        )
+    finally:
+        engines.close()
+    document = write_outputs(
+        result, target, args.output, args.captions, out_rate=args.sample_rate, inputs=list(args.inputs)
+    )
+    spoken = sum(u.duration for u in result.utterances)
+    if not result.utterances:
+        logger.info("no speech found in the input")
+    for reason in result.errors:
+        logger.warning(f"pipeline error: {reason}")
+    logger.info(
+        f"{len(result.utterances)} utterances ({spoken:.1f} s of speech) → {args.output}"
+        + (f", captions → {args.captions}" if args.captions else "")
+        + f"; {result.wall_seconds:.1f} s for {result.input_seconds:.1f} s of input"
+    )
+    lat = document["latency"].get("end_to_first_audio")
+    if lat:
+        logger.info(f"speech end → first audio: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``polyvox`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    from pipeline.errors import AudioInputError, PolyvoxError
+
+    commands = {"translate": _cmd_translate, "serve": _cmd_serve, "config": _cmd_config}
+    started = time.monotonic()
+    try:
+        return commands[args.command](args)
+    except AudioInputError as exc:
+        print(f"polyvox: error: {exc}", file=sys.stderr)
+        return 1
+    except (PolyvoxError, ImportError) as exc:
+        print(f"polyvox: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"polyvox: interrupted after {time.monotonic() - started:.1f} s", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Typed configuration: ``config.yaml`` + profile + ``--set`` overrides → :class:`Settings`.
+
+Every problem is reported as one :class:`~pipeline.errors.ConfigError` line that names
+the offending key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENGINE_KINDS",
+    "EngineSettings",
+    "LanguageSettings",
+    "PipelineSettings",
+    "ServerSettings",
+    "Settings",
+    "VADSettings",
+    "find_config",
+    "load_settings",
+]
+
+#: The configuration shipped with polyvox (the repository's ``config.yaml``).
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+
+#: Engine sections, in pipeline order. ``vad_engine`` picks the VAD model; ``vad`` tunes
+#: the segmentation.
+ENGINE_KINDS = ("denoise", "vad_engine", "asr", "mt", "tts")
+
+_LANG = re.compile(r"^[a-z]{2,3}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EngineSettings(_Strict):
+    """Which engine a stage uses and how it is built.
+
+    Attributes:
+        engine: Registered engine name (``pocketsphinx``, ``apertium``, ...).
+        model: Hub name or local path of the model, for engines that take one.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``, for engines that run on a device.
+        options: Extra keyword arguments for the engine's constructor.
+    """
+
+    engine: str
+    model: str | None = None
+    device: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class VADSettings(_Strict):
+    """Utterance segmentation; see ``pipeline.segmenter.SegmenterParams``."""
+
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_speech_ms: int = Field(250, ge=0)
+    min_silence_ms: int = Field(500, ge=0)
+    preroll_ms: int = Field(200, ge=0)
+    postroll_ms: int = Field(150, ge=0)
+    max_utterance_s: float = Field(15.0, ge=1.0, le=120.0)
+
+
+class LanguageSettings(_Strict):
+    """Spoken and listener languages (ISO 639-1 codes)."""
+
+    speaker: str = "en"
+    listeners: list[str] = Field(default_factory=lambda: ["es"])
+
+    @field_validator("speaker")
+    @classmethod
+    def _speaker_code(cls, value: str) -> str:
+        return _check_language(value)
+
+    @field_validator("listeners")
+    @classmethod
+    def _listener_codes(cls, value: list[str]) -> list[str]:
+        return [_check_language(v) for v in value]
+
+
+class PipelineSettings(_Strict):
+    """Behaviour of the processors around the engines."""
+
+    warn_slower_than_realtime: bool = True
+    max_pending_utterances: int = Field(8, ge=1)
+
+
+class ServerSettings(_Strict):
+    """Where ``polyvox serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class _Profile(_Strict):
+    asr: EngineSettings
+    mt: EngineSettings
+    tts: EngineSettings
+    denoise: EngineSettings = EngineSettings(engine="none")
+    vad_engine: EngineSettings = EngineSettings(engine="silero")
+
+
+class Settings(_Strict):
+    """The resolved configuration: one profile's engines with every override applied."""
+
+    profile: str
+    asr: EngineSettings
+    mt: EngineSettings
+    tts: EngineSettings
+    denoise: EngineSettings
+    vad_engine: EngineSettings
+    vad: VADSettings = VADSettings()
+    languages: LanguageSettings = LanguageSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    server: ServerSettings = ServerSettings()
+
+    def engine(self, kind: str) -> EngineSettings:
+        """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
+        return getattr(self, kind)
+
+
+_TOP_LEVEL = {"profile", "profiles", "vad", "languages", "pipeline", "server", *ENGINE_KINDS}
+
+
+def _check_language(value: str) -> str:
+    code = value.strip().lower()
+    if not _LANG.match(code):
+        raise ValueError(f"'{value}' is not an ISO 639-1 language code (like 'en' or 'es')")
+    return code
+
+
+def find_config(explicit: str | Path | None = None) -> Path:
+    """The configuration file to read: ``explicit``, else ``./config.yaml``, else the default."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        return path
+    local = Path.cwd() / "config.yaml"
+    if local.is_file():
+        return local
+    return DEFAULT_CONFIG_PATH
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw_value = text.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not sep or not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set vad.min_silence_ms=400")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return parts, value
+
+
+def _apply_override(raw: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {text!r}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_validation(error: ValidationError, prefix: str = "") -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    where = f"{prefix}{where}" if where else prefix.rstrip(".")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+    extra = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{where}: {message}{extra}"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Settings:
+    """Read a configuration file, pick a profile and apply ``--set`` overrides.
+
+    Args:
+        path: The YAML file; ``None`` finds one with :func:`find_config`.
+        profile: Profile to use instead of the file's ``profile:``.
+        overrides: ``section.key=value`` strings; values are parsed as YAML, so numbers,
+            booleans and lists work (``--set languages.listeners=[es,fr]``).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: One line naming the file and key that is wrong.
+    """
+    config_path = find_config(path)
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{config_path}:{where} not valid YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping of sections at the top level")
+
+    for text in overrides:
+        parts, value = _parse_override(text)
+        _apply_override(raw, parts, value, text)
+
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        known = ", ".join(sorted(_TOP_LEVEL))
+        raise ConfigError(f"{config_path}: unknown key '{unknown[0]}' (known keys: {known})")
+
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict) or not profiles:
+        raise ConfigError(f"{config_path}: 'profiles' must map profile names to engine sections")
+    for name, body in profiles.items():
+        try:
+            _Profile.model_validate(body or {})
+        except ValidationError as exc:
+            raise ConfigError(f"{config_path}: {_format_validation(exc, f'profiles.{name}.')}") from None
+
+    chosen = profile or raw.get("profile") or "offline"
+    if chosen not in profiles:
+        names = ", ".join(sorted(profiles))
+        raise ConfigError(f"unknown profile '{chosen}' (choose from: {names})")
+
+    resolved: dict[str, Any] = {"profile": chosen}
+    profile_body = profiles[chosen] or {}
+    for kind in ENGINE_KINDS:
+        over = raw.get(kind) or {}
+        if not isinstance(over, dict):
+            raise ConfigError(f"{config_path}: {kind}: expected a section, got {over!r}")
+        base = profile_body.get(kind) or (_Profile.model_fields[kind].default.model_dump())
+        resolved[kind] = _merge(base, over)
+    for section in ("vad", "languages", "pipeline", "server"):
+        if raw.get(section) is not None:
+            resolved[section] = raw[section]
+    try:
+        return Settings.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(f"{config_path}: {_format_validation(exc)}") from None

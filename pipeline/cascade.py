@@ -1,0 +1,105 @@
+"""The cascade: the engines of one process and the processors of one room.
+
+Every transport builds its pipeline as ``[transport.input(), *build_cascade(...),
+transport.output()]`` and file mode as ``[*build_cascade(...), collector]``: one code
+path for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loguru import logger
+from pipecat.processors.frame_processor import FrameProcessor
+
+from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
+from pipeline.errors import UnsupportedLanguageError
+from pipeline.processors.asr import ASRProcessor
+from pipeline.processors.audio_input import AudioInputProcessor
+from pipeline.processors.denoise import DenoiseProcessor
+from pipeline.processors.translate import TranslationProcessor
+from pipeline.processors.tts import TTSProcessor
+from pipeline.processors.vad import VADSegmenterProcessor
+from pipeline.room import Room
+from pipeline.segmenter import SegmenterParams
+
+__all__ = ["Engines", "build_cascade"]
+
+
+@dataclass
+class Engines:
+    """The loaded engines of one process, shared by every room."""
+
+    denoise: DenoiseEngine
+    vad: VADEngine
+    asr: ASREngine
+    mt: MTEngine
+    tts: TTSEngine
+
+    def all(self) -> list[Engine]:
+        """Every engine, in pipeline order."""
+        return [self.denoise, self.vad, self.asr, self.mt, self.tts]
+
+    def check_languages(self, speakers: list[str], listeners: list[str]) -> None:
+        """Fail early, with one line, when a speaker → listener route cannot be served.
+
+        Raises:
+            UnsupportedLanguageError: the first route that ASR, MT or TTS cannot serve.
+        """
+        for lang in speakers:
+            if lang not in self.asr.languages:
+                raise UnsupportedLanguageError(
+                    f"asr engine '{self.asr.name}' does not recognise '{lang}' "
+                    f"(it knows: {', '.join(sorted(self.asr.languages))})"
+                )
+            for target in listeners:
+                if target == lang:
+                    continue
+                if not self.mt.supports(lang, target):
+                    pairs = ", ".join(f"{s}→{t}" for s, t in self.mt.pairs())
+                    raise UnsupportedLanguageError(
+                        f"mt engine '{self.mt.name}' cannot translate {lang}→{target} "
+                        f"(it can: {pairs})"
+                    )
+        for target in listeners:
+            if target not in self.tts.languages:
+                raise UnsupportedLanguageError(
+                    f"tts engine '{self.tts.name}' cannot speak '{target}' "
+                    f"(it speaks: {', '.join(sorted(self.tts.languages))})"
+                )
+
+    def close(self) -> None:
+        """Release every engine's resources."""
+        for engine in self.all():
+            try:
+                engine.close()
+            except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+                logger.warning(f"closing {engine.name} failed: {exc}")
+
+
+def build_cascade(
+    engines: Engines,
+    room: Room,
+    *,
+    segmenter: SegmenterParams | None = None,
+    warn_slow: bool = True,
+    max_pending: int | None = 8,
+) -> list[FrameProcessor]:
+    """The processors of one room, input audio → interpretation audio, in order.
+
+    Args:
+        engines: Loaded engines (shared across rooms).
+        room: This room's participants and languages.
+        segmenter: Utterance segmentation parameters.
+        warn_slow: Warn when ASR runs slower than real time.
+        max_pending: Per-participant backlog limit of each stage (``None``: unlimited,
+            for file mode where input arrives faster than real time on purpose).
+    """
+    return [
+        AudioInputProcessor(room),
+        DenoiseProcessor(engines.denoise),
+        VADSegmenterProcessor(engines.vad, room, segmenter),
+        ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending),
+        TranslationProcessor(engines.mt, room, max_pending=max_pending),
+        TTSProcessor(engines.tts, room, max_pending=max_pending),
+    ]

@@ -1,0 +1,1 @@
+"""pipecat frame processors, one per stage; each wraps one engine."""

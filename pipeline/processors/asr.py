@@ -1,0 +1,85 @@
+"""ASR stage: utterance audio → transcript."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import Frame
+from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
+
+from pipeline.engines.base import ASREngine
+from pipeline.frames import UtteranceAudioFrame, UtteranceDroppedFrame, UtteranceTranscriptionFrame
+from pipeline.processors.lanes import UserLaneProcessor
+from pipeline.text import restore_punctuation
+
+__all__ = ["ASRProcessor", "as_language"]
+
+
+def as_language(code: str) -> Language | None:
+    """pipecat's ``Language`` for an ISO code, or ``None`` when it has none."""
+    try:
+        return Language(code)
+    except ValueError:
+        return None
+
+
+class ASRProcessor(UserLaneProcessor):
+    """Transcribes each ``UtteranceAudioFrame`` in the speaker's language.
+
+    Pushes the audio frame on (voice capture downstream wants it), then an
+    ``UtteranceTranscriptionFrame``. Engines that output bare lowercase words get
+    casing and punctuation restored, so MT sees sentences. An utterance with no
+    words is dropped with ``UtteranceDroppedFrame``.
+
+    Args:
+        engine: The shared ASR engine.
+        warn_slow: Log a warning when recognition is slower than real time.
+    """
+
+    handles = (UtteranceAudioFrame,)
+
+    def __init__(self, engine: ASREngine, *, warn_slow: bool = True, **kwargs: Any) -> None:
+        super().__init__(stage="asr", **kwargs)
+        self._engine = engine
+        self._warn_slow = warn_slow
+
+    async def handle(self, frame: Frame) -> None:
+        assert isinstance(frame, UtteranceAudioFrame)
+        await self.push_frame(frame)
+        utterance = frame.utterance
+        pcm = np.frombuffer(frame.audio, dtype=np.int16)
+        started = time.monotonic()
+        transcript = await asyncio.to_thread(
+            self._engine.transcribe, pcm, frame.sample_rate, utterance.language
+        )
+        compute = time.monotonic() - started
+        utterance.add_compute("asr", compute)
+        audio_seconds = len(pcm) / frame.sample_rate
+        if self._warn_slow and compute > audio_seconds:
+            logger.warning(
+                f"asr is slower than real time: {compute:.2f} s for {audio_seconds:.2f} s of audio"
+            )
+        text = transcript.text.strip()
+        if text and not transcript.punctuated:
+            text = restore_punctuation(text, utterance.language)
+        utterance.transcript = text
+        utterance.mark("asr_done")
+        if not text:
+            await self.push_frame(UtteranceDroppedFrame(utterance, "asr", "no words recognised"))
+            return
+        logger.info(f"[{utterance.user_id} {utterance.language}] {text}")
+        await self.push_frame(
+            UtteranceTranscriptionFrame(
+                text=text,
+                user_id=utterance.user_id,
+                timestamp=time_now_iso8601(),
+                language=as_language(utterance.language),
+                finalized=True,
+                utterance=utterance,
+            )
+        )

@@ -1,0 +1,61 @@
+"""Denoise stage: one pipecat audio filter per participant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
+from pipecat.frames.frames import Frame, UserAudioRawFrame
+
+from pipeline.engines.base import DenoiseEngine
+from pipeline.processors.lanes import UserLaneProcessor
+
+__all__ = ["DenoiseProcessor"]
+
+
+class DenoiseProcessor(UserLaneProcessor):
+    """Runs each participant's 16 kHz mono audio through their own denoise filter.
+
+    Filters carry recurrent state, so every participant gets a fresh one from the
+    engine; frames of one participant stay in order in their lane.
+
+    Args:
+        engine: Hands out the ``BaseAudioFilter`` instances.
+        sample_rate: Rate of the audio arriving (the cascade's, 16 kHz).
+    """
+
+    handles = (UserAudioRawFrame,)
+
+    def __init__(self, engine: DenoiseEngine, *, sample_rate: int = 16000, **kwargs: Any) -> None:
+        super().__init__(stage="denoise", **kwargs)
+        self._engine = engine
+        self._rate = sample_rate
+        self._filters: dict[str, BaseAudioFilter] = {}
+
+    async def handle_many(self, frames: list[Frame]) -> None:
+        user = self.lane_key(frames[0])
+        audio = b"".join(f.audio for f in frames)  # type: ignore[attr-defined]
+        filt = self._filters.get(user)
+        if filt is None:
+            filt = self._filters[user] = self._engine.create_filter()
+            await filt.start(self._rate)
+        try:
+            cleaned = await filt.filter(audio)
+        except Exception as exc:  # noqa: BLE001 - noisy audio is better than lost audio
+            await self._report(f"denoise failed for {user}, passing audio through: {exc}", exc, None)
+            cleaned = audio
+        if cleaned:
+            out = UserAudioRawFrame(audio=cleaned, sample_rate=self._rate, num_channels=1, user_id=user)
+            out.transport_source = frames[-1].transport_source
+            await self.push_frame(out)
+
+    async def forget(self, user_id: str) -> None:
+        """Release a participant's filter (they left)."""
+        filt = self._filters.pop(user_id, None)
+        if filt is not None:
+            await filt.stop()
+
+    async def cleanup(self) -> None:
+        for user in list(self._filters):
+            await self.forget(user)
+        await super().cleanup()

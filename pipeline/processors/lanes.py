@@ -1,0 +1,158 @@
+"""Per-participant lanes: the concurrency model every stage processor shares.
+
+A stage must keep each participant's utterances in order, yet one participant's
+slow utterance must not hold up another's. So a processor does not run its engine
+inside ``process_frame``: it queues the frame on the lane of its ``user_id`` and
+returns at once. Each lane is one task working through its queue; lanes of
+different participants run concurrently (the engine calls themselves run in
+threads, off the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.errors import ErrorCategory
+
+from pipeline.errors import PolyvoxError
+from pipeline.frames import Utterance, UtteranceDroppedFrame
+
+__all__ = ["UserLaneProcessor"]
+
+
+class _Lane:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+
+class UserLaneProcessor(FrameProcessor):
+    """Base class: frames of type ``handles`` go through a per-``user_id`` lane.
+
+    Subclasses set ``handles`` and implement :meth:`handle` (or :meth:`handle_many`
+    to take everything queued at once). Frames of other types pass straight through.
+    ``EndFrame`` waits until every lane is idle, so nothing queued is lost at the end
+    of a file or a call; ``CancelFrame`` drops the queues.
+
+    Args:
+        stage: Short stage name for logs, errors and latency marks (``asr``, ``mt``...).
+        max_pending: Per-lane queue limit. When a participant's backlog exceeds it, the
+            oldest queued frame is dropped with an error (live rooms must not fall
+            ever further behind); ``None`` for no limit (file mode).
+    """
+
+    handles: tuple[type[Frame], ...] = ()
+
+    def __init__(self, *, stage: str, max_pending: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stage = stage
+        self._max_pending = max_pending
+        self._lanes: dict[str, _Lane] = {}
+
+    # -- subclass API -------------------------------------------------------------
+
+    async def handle(self, frame: Frame) -> None:
+        """Work on one frame of one participant (runs in that participant's lane)."""
+        raise NotImplementedError
+
+    async def handle_many(self, frames: list[Frame]) -> None:
+        """Work on every frame that was waiting in one lane; default: one at a time."""
+        for frame in frames:
+            await self._guarded(self.handle, frame)
+
+    async def on_end(self) -> None:  # noqa: B027 - optional hook
+        """Called at ``EndFrame`` after the lanes are idle, before it is forwarded."""
+
+    def lane_key(self, frame: Frame) -> str:
+        """Lane of a frame: its ``user_id``."""
+        return str(getattr(frame, "user_id", "") or "")
+
+    def lane_ids(self) -> list[str]:
+        """Participants that have a lane."""
+        return list(self._lanes)
+
+    # -- pipecat ------------------------------------------------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction is FrameDirection.DOWNSTREAM and isinstance(frame, self.handles):
+            await self._enqueue(frame)
+        elif isinstance(frame, EndFrame):
+            await self.drain()
+            await self.on_end()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, CancelFrame):
+            await self._stop_lanes()
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def cleanup(self) -> None:
+        await self._stop_lanes()
+        await super().cleanup()
+
+    # -- lanes --------------------------------------------------------------------
+
+    async def _enqueue(self, frame: Frame) -> None:
+        key = self.lane_key(frame)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+            lane.task = self.create_task(self._run_lane(key, lane), f"{self.stage}-lane-{key}")
+        if self._max_pending is not None and lane.queue.qsize() >= self._max_pending:
+            dropped = lane.queue.get_nowait()
+            lane.queue.task_done()
+            await self._report(
+                f"{self.stage}: participant {key} is {self._max_pending} utterances behind; "
+                "dropping the oldest",
+                None,
+                getattr(dropped, "utterance", None),
+            )
+        lane.queue.put_nowait(frame)
+
+    async def _run_lane(self, key: str, lane: _Lane) -> None:
+        while True:
+            first = await lane.queue.get()
+            batch = [first]
+            while not lane.queue.empty():
+                batch.append(lane.queue.get_nowait())
+            try:
+                await self.handle_many(batch)
+            finally:
+                for _ in batch:
+                    lane.queue.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every lane has worked through its queue."""
+        for lane in list(self._lanes.values()):
+            await lane.queue.join()
+
+    async def _stop_lanes(self) -> None:
+        lanes, self._lanes = self._lanes, {}
+        for lane in lanes.values():
+            if lane.task is not None:
+                await self.cancel_task(lane.task)
+
+    async def _guarded(self, fn, frame: Frame) -> None:
+        """Run ``fn(frame)``; an exception is reported and costs only this frame."""
+        try:
+            await fn(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop the room
+            await self._report(f"{self.stage} failed: {exc}", exc, getattr(frame, "utterance", None))
+
+    async def _report(self, message: str, exc: Exception | None, utterance: Utterance | None) -> None:
+        if isinstance(exc, PolyvoxError) or exc is None:
+            logger.warning(message)
+        else:
+            logger.opt(exception=exc).error(message)
+        retryable = exc.retryable if isinstance(exc, PolyvoxError) else True
+        category = ErrorCategory.SERVER if retryable else ErrorCategory.APPLICATION
+        await self.push_error(message, exception=exc, category=category)
+        if utterance is not None:
+            await self.push_frame(UtteranceDroppedFrame(utterance, self.stage, message))

@@ -1,0 +1,63 @@
+"""MT stage: transcript → one translation per listener language."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import Frame
+from pipecat.utils.time import time_now_iso8601
+
+from pipeline.engines.base import MTEngine
+from pipeline.frames import UtteranceTranscriptionFrame, UtteranceTranslationFrame
+from pipeline.processors.asr import as_language
+from pipeline.processors.lanes import UserLaneProcessor
+from pipeline.room import Room
+
+__all__ = ["TranslationProcessor"]
+
+
+class TranslationProcessor(UserLaneProcessor):
+    """Translates each final transcript into every language the room's listeners need.
+
+    The transcription frame is passed on (captions want it), followed by one
+    ``UtteranceTranslationFrame`` per target language.
+
+    Args:
+        engine: The shared MT engine.
+        room: Decides the target languages for each speaker.
+    """
+
+    handles = (UtteranceTranscriptionFrame,)
+
+    def __init__(self, engine: MTEngine, room: Room, **kwargs: Any) -> None:
+        super().__init__(stage="mt", **kwargs)
+        self._engine = engine
+        self._room = room
+
+    async def handle(self, frame: Frame) -> None:
+        assert isinstance(frame, UtteranceTranscriptionFrame) and frame.utterance is not None
+        await self.push_frame(frame)
+        utterance = frame.utterance
+        for target in self._room.targets_for(utterance.user_id):
+            started = time.monotonic()
+            (translation,) = await asyncio.to_thread(
+                self._engine.translate, [frame.text], utterance.language, target
+            )
+            utterance.add_compute("mt", time.monotonic() - started)
+            utterance.translations[target] = translation
+            logger.info(f"[{utterance.user_id} {utterance.language}→{target}] {translation}")
+            await self.push_frame(
+                UtteranceTranslationFrame(
+                    text=translation,
+                    user_id=utterance.user_id,
+                    timestamp=time_now_iso8601(),
+                    language=as_language(target),
+                    utterance=utterance,
+                    source_text=frame.text,
+                    target_language=target,
+                )
+            )
+        utterance.mark("mt_done")

@@ -1,0 +1,120 @@
+"""TTS stage: translation → interpretation audio, streamed chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import Frame
+
+from pipeline.engines.base import TTSEngine
+from pipeline.frames import (
+    InterpretationAudioFrame,
+    InterpretationDoneFrame,
+    UtteranceTranslationFrame,
+)
+from pipeline.processors.lanes import UserLaneProcessor
+from pipeline.room import Room
+
+__all__ = ["TTSProcessor"]
+
+_DONE = object()
+
+
+class TTSProcessor(UserLaneProcessor):
+    """Speaks each ``UtteranceTranslationFrame`` in the speaker's voice profile.
+
+    The engine's lazy chunk generator is consumed inside a worker thread (so neither
+    synthesis nor the generator's own work blocks the event loop) and every chunk is
+    pushed as ``InterpretationAudioFrame`` the moment it exists, followed by one
+    ``InterpretationDoneFrame``. The translation frame itself is passed on first
+    (captions).
+
+    Args:
+        engine: The shared TTS engine.
+        room: Gives each speaker's voice profile.
+    """
+
+    handles = (UtteranceTranslationFrame,)
+
+    def __init__(self, engine: TTSEngine, room: Room, **kwargs: Any) -> None:
+        super().__init__(stage="tts", **kwargs)
+        self._engine = engine
+        self._room = room
+
+    async def handle(self, frame: Frame) -> None:
+        assert isinstance(frame, UtteranceTranslationFrame) and frame.utterance is not None
+        await self.push_frame(frame)
+        utterance = frame.utterance
+        target = frame.target_language
+        voice = self._room.voice_for(utterance.user_id)
+        rate = self._engine.sample_rate
+        chunks = self._engine.synthesize(frame.text, target, voice)
+        async for chunk in _iterate_in_thread(chunks, utterance, self.stage):
+            if not len(chunk):
+                continue
+            utterance.mark("first_tts_audio")
+            await self.push_frame(
+                InterpretationAudioFrame(
+                    audio=np.ascontiguousarray(chunk, dtype=np.int16).tobytes(),
+                    sample_rate=rate,
+                    num_channels=1,
+                    utterance=utterance,
+                    target_language=target,
+                )
+            )
+        utterance.mark("tts_done")
+        await self.push_frame(InterpretationDoneFrame(utterance, target))
+
+
+async def _iterate_in_thread(chunks: Iterator[np.ndarray], utterance: Any, stage: str):
+    """Yield ``chunks`` as a worker thread produces them; engine time goes to ``compute``."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        busy = 0.0
+        first = True
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                busy += time.monotonic() - started
+                if first:
+                    # Engine time before the first chunk: what a listener waits for.
+                    utterance.add_compute(f"{stage}_first", busy)
+                    first = False
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            utterance.add_compute(stage, busy)
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    worker = asyncio.create_task(asyncio.to_thread(produce))
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        try:
+            await worker
+        except Exception as exc:  # noqa: BLE001
+            logger.debug(f"tts worker ended with {exc!r}")

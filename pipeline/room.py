@@ -1,0 +1,90 @@
+"""Who is in a room, what each participant speaks and which languages listeners want.
+
+Shared by the processors of one room; transports and chat commands change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+__all__ = ["Participant", "Room"]
+
+
+@dataclass
+class Participant:
+    """One speaker/listener.
+
+    Attributes:
+        user_id: Transport-specific id (Discord user id, WebRTC participant id, file name).
+        language: ISO 639-1 code of the language they speak.
+        name: Display name for captions.
+        hears: The language they want to hear (WebRTC), or ``None`` for the room's.
+        voice: Their voice profile for cloning, once one exists (``None``: neutral voice).
+    """
+
+    user_id: str
+    language: str
+    name: str = ""
+    hears: str | None = None
+    voice: Any | None = None
+
+
+class Room:
+    """The participants of one conversation and the languages it is interpreted into.
+
+    Args:
+        listener_languages: Languages every utterance is interpreted into (each minus the
+            speaker's own).
+        default_language: Spoken language assumed for a participant who has not set one.
+    """
+
+    def __init__(self, listener_languages: list[str] | tuple[str, ...], default_language: str = "en"):
+        self.listener_languages: list[str] = list(dict.fromkeys(listener_languages))
+        self.default_language = default_language
+        self.participants: dict[str, Participant] = {}
+
+    def join(self, user_id: str, *, language: str | None = None, name: str = "", hears: str | None = None) -> Participant:
+        """Add a participant, or update the one with this id."""
+        participant = self.participants.get(user_id)
+        if participant is None:
+            participant = Participant(user_id, language or self.default_language, name or user_id, hears)
+            self.participants[user_id] = participant
+            logger.info(f"participant {user_id} joined, speaks {participant.language}")
+        else:
+            if language:
+                participant.language = language
+            if name:
+                participant.name = name
+            if hears:
+                participant.hears = hears
+        return participant
+
+    def leave(self, user_id: str) -> None:
+        """Forget a participant."""
+        if self.participants.pop(user_id, None) is not None:
+            logger.info(f"participant {user_id} left")
+
+    def participant(self, user_id: str) -> Participant:
+        """The participant with this id, joining them with defaults if new."""
+        return self.participants.get(user_id) or self.join(user_id)
+
+    def language_of(self, user_id: str) -> str:
+        """The language ``user_id`` speaks."""
+        return self.participant(user_id).language
+
+    def targets_for(self, user_id: str) -> list[str]:
+        """Languages an utterance of ``user_id`` must be interpreted into."""
+        spoken = self.language_of(user_id)
+        wanted = list(self.listener_languages)
+        for other in self.participants.values():
+            if other.hears and other.hears not in wanted:
+                wanted.append(other.hears)
+        return [lang for lang in wanted if lang != spoken]
+
+    def voice_for(self, user_id: str) -> Any | None:
+        """The voice profile to speak ``user_id``'s interpretation in, if any."""
+        participant = self.participants.get(user_id)
+        return participant.voice if participant else None

@@ -1,0 +1,191 @@
+"""Fake engines implementing the real base classes, for processor tests.
+
+They are deterministic and fast, and can be told to be slow or to fail, so tests can
+check ordering, concurrency and error handling without real models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
+
+from pipeline.cascade import Engines
+from pipeline.engines.base import (
+    ASREngine,
+    DenoiseEngine,
+    MTEngine,
+    Transcript,
+    TTSEngine,
+    VADEngine,
+    VADStream,
+)
+from pipeline.errors import EngineError, UnsupportedLanguageError
+
+
+def tone(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
+    """A sine tone as int16."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def silence(seconds: float, rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int = 16000) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(pcm), 1 / rate)[int(np.argmax(spectrum))])
+
+
+class EnergyVADStream(VADStream):
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def speech_probability(self, window: np.ndarray) -> float:
+        rms = float(np.sqrt(np.mean(window.astype(np.float64) ** 2)))
+        return 1.0 if rms > 500 else 0.0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+class EnergyVADEngine(VADEngine):
+    """Speech = loud; a stand-in for silero on synthetic tones."""
+
+    name = "energy"
+
+    def stream(self) -> VADStream:
+        return EnergyVADStream()
+
+
+class ToneASREngine(ASREngine):
+    """'Recognises' a tone by its frequency: 440 Hz → "tone four hundred forty".
+
+    Args:
+        delays: seconds to sleep per recognised frequency (to make one speaker slow).
+        fail_on: frequencies that raise EngineError.
+        empty_on: frequencies that give an empty transcript.
+    """
+
+    name = "tone"
+    languages = frozenset({"en", "es"})
+
+    def __init__(self, delays: dict[int, float] | None = None, fail_on: set[int] | None = None,
+                 empty_on: set[int] | None = None) -> None:
+        self.delays = delays or {}
+        self.fail_on = fail_on or set()
+        self.empty_on = empty_on or set()
+        self.calls: list[tuple[int, str]] = []
+
+    def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str) -> Transcript:
+        if language not in self.languages:
+            raise UnsupportedLanguageError(language)
+        freq = int(round(dominant_frequency(pcm, sample_rate) / 10) * 10)
+        self.calls.append((freq, language))
+        time.sleep(self.delays.get(freq, 0.0))
+        if freq in self.fail_on:
+            raise EngineError(f"cannot recognise {freq} Hz")
+        if freq in self.empty_on:
+            return Transcript("", language)
+        return Transcript(f"tone {freq}", language, punctuated=False)
+
+
+class TagMTEngine(MTEngine):
+    """Translates by tagging: "Hello." en→es → "[es] Hello."."""
+
+    name = "tag"
+
+    def __init__(self, pairs: list[tuple[str, str]] | None = None, delay: float = 0.0) -> None:
+        self._pairs = pairs or [("en", "es"), ("es", "en"), ("en", "fr")]
+        self.delay = delay
+
+    def supports(self, source: str, target: str) -> bool:
+        return (source, target) in self._pairs
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        if not self.supports(source, target):
+            raise UnsupportedLanguageError(f"{source}→{target}")
+        time.sleep(self.delay)
+        return [f"[{target}] {t}" for t in texts]
+
+
+class BeepTTSEngine(TTSEngine):
+    """One 100 ms beep chunk per word; records the voices it was given."""
+
+    name = "beep"
+    languages = frozenset({"en", "es", "fr"})
+
+    def __init__(self, rate: int = 24000, fail_on: str | None = None) -> None:
+        self._rate = rate
+        self.fail_on = fail_on
+        self.voices: list[Any] = []
+
+    @property
+    def sample_rate(self) -> int:
+        return self._rate
+
+    def synthesize(self, text: str, language: str, voice: Any | None = None) -> Iterator[np.ndarray]:
+        if language not in self.languages:
+            raise UnsupportedLanguageError(language)
+        self.voices.append(voice)
+        if self.fail_on and self.fail_on in text:
+            raise EngineError("synthesis failed")
+        for _ in text.split():
+            yield tone(880, 0.1, self._rate)
+
+
+class CountingFilter(BaseAudioFilter):
+    """Passes audio through, halving its amplitude; counts what it saw."""
+
+    instances = 0
+
+    def __init__(self) -> None:
+        CountingFilter.instances += 1
+        self.samples = 0
+        self.started_at: int | None = None
+
+    async def start(self, sample_rate: int) -> None:
+        self.started_at = sample_rate
+
+    async def stop(self) -> None:
+        pass
+
+    async def process_frame(self, frame: Any) -> None:
+        pass
+
+    async def filter(self, audio: bytes) -> bytes:
+        pcm = np.frombuffer(audio, dtype=np.int16)
+        self.samples += len(pcm)
+        return (pcm // 2).astype(np.int16).tobytes()
+
+
+class HalvingDenoiseEngine(DenoiseEngine):
+    name = "halving"
+
+    def __init__(self) -> None:
+        self.filters: list[CountingFilter] = []
+
+    def create_filter(self) -> CountingFilter:
+        f = CountingFilter()
+        self.filters.append(f)
+        return f
+
+
+def fake_engines(**overrides: Any) -> Engines:
+    """A full set of fake engines; pass e.g. ``asr=ToneASREngine(delays=...)``."""
+    parts: dict[str, Any] = {
+        "denoise": HalvingDenoiseEngine(),
+        "vad": EnergyVADEngine(),
+        "asr": ToneASREngine(),
+        "mt": TagMTEngine(),
+        "tts": BeepTTSEngine(),
+    }
+    parts.update(overrides)
+    return Engines(**parts)
