@@ -29,8 +29,9 @@ __all__ = [
     "load_settings",
 ]
 
-#: The configuration shipped with polyvox (the repository's ``config.yaml``).
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+#: The configuration shipped with polyvox: the repository's ``config.yaml``, which
+#: ``bot/config.yaml`` links to so that installed copies carry it too.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
 
 #: Engine sections, in pipeline order. ``vad_engine`` picks the VAD model; ``vad`` tunes
 #: the segmentation.

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-class Engine(abc.ABC):
+class Engine(abc.ABC):  # noqa: B024 - every hook is optional; subclasses are abstract
     """What every engine has: a name, a load step and a warm-up step."""
 
     #: The name this engine is chosen by in ``config.yaml`` (``asr.engine: pocketsphinx``).

@@ -1,0 +1,210 @@
+"""Specification of the Apertium engine, run against the real eng-spa pair (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines.base import MTEngine
+from pipeline.engines.mt.apertium import ApertiumMTEngine
+from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
+
+MODES_DIR = Path("/usr/share/apertium/modes")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("apertium-wblank-mode") is None or not (MODES_DIR / "eng-spa.mode").exists(),
+    reason="Apertium eng-spa is not installed (apt install apertium-eng-spa)",
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[ApertiumMTEngine]:
+    engine = ApertiumMTEngine()
+    engine.load()
+    engine.warmup()
+    yield engine
+    engine.close()
+
+
+def test_is_an_mt_engine_named_apertium() -> None:
+    assert issubclass(ApertiumMTEngine, MTEngine)
+    assert ApertiumMTEngine.name == "apertium"
+
+
+def test_finds_the_installed_pairs(engine: ApertiumMTEngine) -> None:
+    assert ("en", "es") in engine.pairs()
+    assert ("es", "en") in engine.pairs()
+    assert engine.pairs() == sorted(engine.pairs())
+    assert engine.supports("en", "es")
+    assert engine.supports("en-US", "ES")
+    assert not engine.supports("en", "fr")
+
+
+def test_translates_english_to_spanish(engine: ApertiumMTEngine) -> None:
+    (translation,) = engine.translate(["The cat is black."], "en", "es")
+    assert "gato" in translation
+    assert "negro" in translation
+
+
+def test_translates_spanish_to_english(engine: ApertiumMTEngine) -> None:
+    (translation,) = engine.translate(["El gato es negro."], "es", "en")
+    assert translation == "The cat is black."
+
+
+def test_keeps_order_and_translates_blank_texts_to_empty(engine: ApertiumMTEngine) -> None:
+    result = engine.translate(["The dog.", "", "  ", "The house."], "en", "es")
+    assert len(result) == 4
+    assert "perro" in result[0]
+    assert result[1:3] == ["", ""]
+    assert "casa" in result[3]
+    assert engine.translate([], "en", "es") == []
+
+
+def test_special_characters_survive(engine: ApertiumMTEngine) -> None:
+    # Each of these means something in Apertium's stream format unless escaped.
+    (translation,) = engine.translate(["[5] dollars ^ $ / @ <b> {x}; a\\b"], "en", "es")
+    for char in ["[5]", "^", "$", "/", "@", "<b>", "{x}", ";", "\\"]:
+        assert char in translation
+
+
+def test_newlines_do_not_split_a_request(engine: ApertiumMTEngine) -> None:
+    result = engine.translate(["The cat\nis black.", "The dog."], "en", "es")
+    assert "gato" in result[0] and "negro" in result[0]
+    assert "perro" in result[1]
+
+
+def test_spanish_questions_get_opening_marks(engine: ApertiumMTEngine) -> None:
+    (question,) = engine.translate(["How are you today?"], "en", "es")
+    assert question.startswith("¿") and question.endswith("?")
+
+
+def test_reuses_one_process_and_is_fast(engine: ApertiumMTEngine) -> None:
+    engine.translate(["Hello."], "en", "es")
+    pid = engine.process_id("en", "es")
+    assert pid is not None
+    started = time.perf_counter()
+    for index in range(200):
+        (translation,) = engine.translate([f"I have {index} red apples."], "en", "es")
+        assert "manzanas" in translation
+    elapsed = time.perf_counter() - started
+    assert engine.process_id("en", "es") == pid
+    # ~3 ms each once warm; a process start per sentence would cost ~0.25 s each.
+    assert elapsed < 4.0
+
+
+def test_concurrent_callers_each_get_their_own_answer(engine: ApertiumMTEngine) -> None:
+    jobs = [
+        ("en", "es", "The cat is black."),
+        ("en", "es", "The house is big."),
+        ("es", "en", "El perro es blanco."),
+        ("es", "en", "La casa es pequeña."),
+    ]
+    expected = {job: engine.translate([job[2]], job[0], job[1])[0] for job in jobs}
+    assert len(set(expected.values())) == len(jobs)
+
+    def run(job: tuple[str, str, str]) -> list[tuple[tuple[str, str, str], str]]:
+        source, target, text = job
+        return [(job, engine.translate([text], source, target)[0]) for _ in range(50)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [pair for batch in pool.map(run, jobs) for pair in batch]
+    assert len(results) == 200
+    for job, translation in results:
+        assert translation == expected[job]
+
+
+def test_unsupported_pair_names_the_supported_ones(engine: ApertiumMTEngine) -> None:
+    with pytest.raises(UnsupportedLanguageError) as caught:
+        engine.translate(["Hello."], "en", "fr")
+    message = str(caught.value)
+    assert "en→fr" in message
+    assert "en→es" in message and "es→en" in message
+    assert not caught.value.retryable
+
+
+def test_restarts_after_the_process_is_killed(engine: ApertiumMTEngine) -> None:
+    engine.translate(["Hello."], "en", "es")
+    pid = engine.process_id("en", "es")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # Straight away: bash may not be reaped yet, and its tools may still be running.
+    (translation,) = engine.translate(["The cat is black."], "en", "es")
+    assert "gato" in translation
+    deadline = time.monotonic() + 5
+    while engine.process_id("en", "es") == pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Once the death is seen, a request runs in a new process.
+    (translation,) = engine.translate(["The cat is white."], "en", "es")
+    assert "gato" in translation and "blanco" in translation
+    new_pid = engine.process_id("en", "es")
+    assert new_pid is not None and new_pid != pid
+
+
+def test_restarts_after_the_whole_pipeline_is_killed(engine: ApertiumMTEngine) -> None:
+    engine.translate(["Hello."], "en", "es")
+    pid = engine.process_id("en", "es")
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)  # every tool of the pipeline, not only bash
+    (translation,) = engine.translate(["The dog is white."], "en", "es")
+    assert "perro" in translation
+
+
+def test_timeout_fails_retryably_and_recovers() -> None:
+    impatient = ApertiumMTEngine(timeout_s=1e-6)
+    try:
+        with pytest.raises(EngineError) as caught:
+            impatient.translate(["Hello."], "en", "es")
+        assert caught.value.retryable
+        assert impatient.process_id("en", "es") is None  # the stuck process was killed
+    finally:
+        impatient.close()
+
+
+def test_close_stops_processes_and_translation_restarts_them() -> None:
+    engine = ApertiumMTEngine()
+    engine.translate(["Hello."], "en", "es")
+    pid = engine.process_id("en", "es")
+    assert pid is not None
+    engine.close()
+    assert engine.process_id("en", "es") is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "gato" in engine.translate(["The cat."], "en", "es")[0]
+    engine.close()
+
+
+def test_marks_unknown_words_when_asked() -> None:
+    engine = ApertiumMTEngine(mark_unknown=True)
+    try:
+        (marked,) = engine.translate(["The zorblax is black."], "en", "es")
+        assert "*zorblax" in marked
+    finally:
+        engine.close()
+    plain = ApertiumMTEngine()
+    try:
+        (unmarked,) = plain.translate(["The zorblax is black."], "en", "es")
+        assert "zorblax" in unmarked and "*" not in unmarked
+    finally:
+        plain.close()
+
+
+def test_discovers_pairs_from_mode_file_names(tmp_path: Path) -> None:
+    for name in ["eng-cat.mode", "cat-eng.mode", "spa-eng_US.mode", "por-glg.mode", "README"]:
+        (tmp_path / name).write_text("")
+    engine = ApertiumMTEngine(modes_dir=str(tmp_path))
+    assert engine.pairs() == [("ca", "en"), ("en", "ca"), ("es", "en"), ("pt", "gl")]
+    assert engine.supports("pt", "gl")
+
+
+def test_load_without_pairs_says_what_to_install(tmp_path: Path) -> None:
+    engine = ApertiumMTEngine(modes_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(EngineUnavailableError, match="apt install apertium-eng-spa"):
+        engine.load()
+    assert engine.pairs() == []
