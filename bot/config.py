@@ -188,7 +188,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _format_validation(error: ValidationError, prefix: str = "") -> str:
-    first = error.errors()[0]
+    # A typo shows up as an unknown key plus a missing one: name the typo.
+    first = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     where = ".".join(str(p) for p in first["loc"])
     where = f"{prefix}{where}" if where else prefix.rstrip(".")
     if first["type"] == "extra_forbidden":

@@ -69,6 +69,8 @@ class TTSProcessor(UserLaneProcessor):
                 )
             )
         utterance.mark("tts_done")
+        latency = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in utterance.latencies().items())
+        logger.info(f"utterance {utterance.id} of {utterance.user_id} → {target}: {latency}")
         await self.push_frame(InterpretationDoneFrame(utterance, target))
 
 

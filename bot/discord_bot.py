@@ -1,0 +1,371 @@
+"""The Discord bot: slash commands (cogs loaded as extensions) and one voice session per guild.
+
+``polyvox serve`` starts it when ``DISCORD_TOKEN`` is set (see :func:`run_bot`). The
+commands live in ``bot/cogs/``, one concern per cog: ``rooms`` (``/join``, ``/leave``,
+``/language``, ``/room languages``, ``/captions``) and ``voice`` (``/voice enroll``,
+``forget``, ``off``, ``on``, ``status``). This module holds what they share: settings,
+stores, loaded engines, the sessions, the permission check and the error replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.guild_settings import GuildSettingsStore
+from bot.voice_store import SQLiteVoiceStore, VoiceStore
+from pipeline.errors import ConfigError
+from pipeline.room import Room
+from transports.discord.session import SessionParams, VoiceIO, VoiceSession
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from pipeline.cascade import Engines
+
+__all__ = [
+    "EXTENSIONS",
+    "TOKEN_ENV",
+    "CommandUserError",
+    "DiscordSettings",
+    "PolyvoxBot",
+    "PolyvoxCommandTree",
+    "bot_intents",
+    "reply",
+    "room_manager_only",
+    "run_bot",
+]
+
+#: The environment variable the bot token is read from (never from a file).
+TOKEN_ENV = "DISCORD_TOKEN"
+
+#: The cogs, loaded as extensions in this order.
+EXTENSIONS = ("bot.cogs.rooms", "bot.cogs.voice")
+
+
+class DiscordSettings(BaseModel):
+    """The ``discord:`` section of ``config.yaml``.
+
+    Attributes:
+        database: SQLite file for guild settings (languages, captions channel, spoken
+            languages, voice opt-outs) and, until ``voices/`` lands, voice enrollments.
+        room_languages: Languages a guild's rooms are interpreted into until it runs
+            ``/room languages``; empty: ``languages.speaker`` + ``languages.listeners``.
+        manager_roles: Role names or ids that may run room commands (``/join``,
+            ``/leave``, ``/room languages``, ``/captions``) besides members with the
+            Manage Channels permission.
+        enroll_seconds: Speech ``/voice enroll`` records from the channel.
+        enroll_timeout_s: How long ``/voice enroll`` waits for that speech.
+        leave_when_empty_s: Leave a voice channel this long after its last member left.
+        reconnect_after_s: Reconnect when the voice connection has been down this long.
+        sync_commands: Register the slash commands with Discord at start-up.
+        command_guild_id: Register them in this guild only (instant, for development)
+            instead of globally (can take up to an hour to show up).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    database: str = "~/.local/share/polyvox/discord.sqlite3"
+    room_languages: list[str] = Field(default_factory=list)
+    manager_roles: list[str] = Field(default_factory=list)
+    enroll_seconds: float = Field(10.0, ge=3.0, le=60.0)
+    enroll_timeout_s: float = Field(45.0, ge=5.0, le=300.0)
+    leave_when_empty_s: float = Field(30.0, ge=0.0)
+    reconnect_after_s: float = Field(10.0, ge=1.0)
+    sync_commands: bool = True
+    command_guild_id: int | None = None
+
+    @field_validator("room_languages")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        out = []
+        for code in value:
+            code = code.strip().lower()
+            if not 2 <= len(code) <= 3 or not code.isalpha():
+                raise ValueError(f"'{code}' is not an ISO 639-1 language code (like 'en' or 'es')")
+            out.append(code)
+        return out
+
+    def database_path(self) -> Path:
+        """``database`` with ``~`` expanded."""
+        return Path(self.database).expanduser()
+
+
+class CommandUserError(app_commands.AppCommandError):
+    """A command cannot do what was asked; the message tells the user why and what to do."""
+
+
+def bot_intents() -> discord.Intents:
+    """The gateway intents the bot needs: guilds and voice states, nothing privileged."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.voice_states = True
+    return intents
+
+
+async def reply(interaction: discord.Interaction, message: str, *, ephemeral: bool = False) -> None:
+    """Answer an interaction, or follow up when it was answered or deferred already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(message, ephemeral=ephemeral)
+    else:
+        await interaction.response.send_message(message, ephemeral=ephemeral)
+
+
+def room_manager_only():
+    """App command check: the caller has Manage Channels or one of the manager roles."""
+
+    async def predicate(interaction: discord.Interaction) -> bool:
+        if interaction.guild is None:
+            raise app_commands.NoPrivateMessage()
+        permissions = interaction.permissions
+        if permissions.manage_channels or permissions.administrator:
+            return True
+        allowed = set(getattr(interaction.client, "discord_settings", DiscordSettings()).manager_roles)
+        for role in getattr(interaction.user, "roles", ()):
+            if role.name in allowed or str(role.id) in allowed:
+                return True
+        raise app_commands.MissingPermissions(["manage_channels"])
+
+    return app_commands.check(predicate)
+
+
+def error_message(error: app_commands.AppCommandError, manager_roles: list[str]) -> str:
+    """What to tell a user whose command failed."""
+    if isinstance(error, CommandUserError):
+        return str(error)
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works in a server, not in direct messages."
+    if isinstance(error, app_commands.MissingPermissions):
+        roles = f" or one of the roles {', '.join(manager_roles)}" if manager_roles else ""
+        return f"You need the **Manage Channels** permission{roles} to change this room."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        missing = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
+        return f"I am missing the {missing} permission here; ask a server admin to grant it."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.TransformerError):
+        return f"'{error.value}' is not a valid {error.type.name.replace('_', ' ')}."
+    original = getattr(error, "original", error)
+    return f"Something went wrong: {original}. The room keeps running; try again."
+
+
+class PolyvoxCommandTree(app_commands.CommandTree):
+    """Every command error becomes a clear, ephemeral reply to the person who ran it."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.CommandInvokeError):
+            logger.opt(exception=error.original).error(
+                f"/{interaction.command.qualified_name if interaction.command else '?'} failed"
+            )
+        roles = getattr(self.client, "discord_settings", DiscordSettings()).manager_roles
+        try:
+            await reply(interaction, error_message(error, roles), ephemeral=True)
+        except discord.HTTPException as exc:
+            logger.warning(f"could not report a command error to the user: {exc}")
+
+
+class PolyvoxBot(commands.Bot):
+    """The bot: shared services for the cogs and the voice sessions of every guild.
+
+    Args:
+        settings: polyvox's resolved settings (languages, segmentation, pipeline).
+        discord_settings: The ``discord:`` section.
+        engines: Loaded engines, shared by every session.
+        guild_store: Guild settings; default: the SQLite file ``discord_settings.database``.
+        voice_store: Voice profiles; default: :class:`SQLiteVoiceStore` in the same file.
+        voice_io: The voice connection layer (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        discord_settings: DiscordSettings | None = None,
+        engines: Engines,
+        guild_store: GuildSettingsStore | None = None,
+        voice_store: VoiceStore | None = None,
+        voice_io: VoiceIO | None = None,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=bot_intents(),
+            tree_cls=PolyvoxCommandTree,
+            help_command=None,
+        )
+        self.settings = settings
+        self.discord_settings = discord_settings or DiscordSettings()
+        self.engines = engines
+        default_languages = self.discord_settings.room_languages or list(
+            dict.fromkeys([settings.languages.speaker, *settings.languages.listeners])
+        )
+        db = self.discord_settings.database_path()
+        self.guild_store = guild_store or GuildSettingsStore(db, default_languages=default_languages)
+        self.voice_store: VoiceStore = voice_store or SQLiteVoiceStore(db)
+        self.voice_io = voice_io
+        self.sessions: dict[int, VoiceSession] = {}
+        self._empty_timers: dict[int, asyncio.TimerHandle] = {}
+
+    async def setup_hook(self) -> None:
+        await self.load_extensions()
+        if self.discord_settings.sync_commands:
+            guild_id = self.discord_settings.command_guild_id
+            guild = discord.Object(guild_id) if guild_id else None
+            if guild is not None:
+                self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            logger.info(f"registered {len(synced)} slash commands" + (f" in guild {guild_id}" if guild_id else ""))
+
+    async def load_extensions(self) -> None:
+        """Load every cog in :data:`EXTENSIONS`."""
+        for name in EXTENSIONS:
+            if name not in self.extensions:
+                await self.load_extension(name)
+
+    async def on_ready(self) -> None:
+        logger.info(f"Discord bot ready as {self.user} in {len(self.guilds)} servers")
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.stop()
+        await super().close()
+
+    # -- rooms --------------------------------------------------------------------
+
+    def session_params(self) -> SessionParams:
+        """Session parameters from polyvox's settings."""
+        from bot.app import segmenter_params
+
+        return SessionParams(
+            segmenter=segmenter_params(self.settings),
+            max_pending=self.settings.pipeline.max_pending_utterances,
+            warn_slow=self.settings.pipeline.warn_slower_than_realtime,
+            reconnect_after_s=self.discord_settings.reconnect_after_s,
+        )
+
+    def new_room(self, guild_id: int) -> Room:
+        """A room with the guild's languages."""
+        return Room(self.guild_store.guild(guild_id).languages, default_language=self.settings.languages.speaker)
+
+    def voice_for(self, user_id: int) -> Any | None:
+        """The voice a member's interpretation is spoken in: none when they opted out."""
+        if self.guild_store.voice_opted_out(user_id):
+            return None
+        return self.voice_store.profile(user_id)
+
+    def register_member(self, session: VoiceSession, member: discord.abc.User) -> None:
+        """Tell a session about a member in its channel: language, name, voice."""
+        if getattr(member, "bot", False):
+            return
+        session.member_joined(
+            member.id,
+            language=self.guild_store.member_language(session.guild_id, member.id),
+            name=getattr(member, "display_name", "") or str(member),
+            voice=self.voice_for(member.id),
+        )
+
+    def captions_sender(self, guild: discord.Guild):
+        """The caption poster a session looks up per caption: the channel's ``send`` or ``None``."""
+
+        def current():
+            channel_id = self.guild_store.guild(guild.id).captions_channel_id
+            channel = guild.get_channel(channel_id) if channel_id else None
+            return channel.send if channel is not None else None
+
+        return current
+
+    async def start_session(self, channel: discord.VoiceChannel | discord.StageChannel) -> VoiceSession:
+        """Interpret ``channel`` (leaving any other channel of that guild first)."""
+        guild = channel.guild
+        current = self.sessions.get(guild.id)
+        if current is not None:
+            await current.stop()
+        session = VoiceSession(
+            channel,
+            self.engines,
+            self.new_room(guild.id),
+            voice_io=self.voice_io,
+            params=self.session_params(),
+            send_caption=self.captions_sender(guild),
+            speaker_name=lambda uid: _display_name(guild, uid),
+            on_closed=self._session_closed,
+        )
+        for member in channel.members:
+            self.register_member(session, member)
+        self.sessions[guild.id] = session
+        try:
+            await session.start()
+        except BaseException:
+            self.sessions.pop(guild.id, None)
+            raise
+        return session
+
+    async def stop_session(self, guild_id: int) -> bool:
+        """Leave the guild's voice channel; ``False`` when there was none."""
+        session = self.sessions.get(guild_id)
+        if session is None:
+            return False
+        await session.stop()
+        return True
+
+    async def _session_closed(self, session: VoiceSession) -> None:
+        if self.sessions.get(session.guild_id) is session:
+            del self.sessions[session.guild_id]
+        timer = self._empty_timers.pop(session.guild_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def schedule_leave_if_empty(self, session: VoiceSession) -> None:
+        """Leave the session's channel once no human is left in it (after a grace period)."""
+        guild_id = session.guild_id
+        timer = self._empty_timers.pop(guild_id, None)
+        if timer is not None:
+            timer.cancel()
+        if _humans(session.channel):
+            return
+
+        def leave() -> None:
+            self._empty_timers.pop(guild_id, None)
+            if self.sessions.get(guild_id) is session and not _humans(session.channel):
+                logger.info(f"voice channel {session.channel.id} is empty; leaving")
+                asyncio.ensure_future(session.stop())
+
+        self._empty_timers[guild_id] = asyncio.get_running_loop().call_later(
+            self.discord_settings.leave_when_empty_s, leave
+        )
+
+
+def _humans(channel: Any) -> list[Any]:
+    return [m for m in getattr(channel, "members", []) if not getattr(m, "bot", False)]
+
+
+def _display_name(guild: discord.Guild, user_id: str) -> str:
+    member = guild.get_member(int(user_id)) if user_id.isdigit() else None
+    return member.display_name if member is not None else user_id
+
+
+def run_bot(settings: Settings, discord_settings: DiscordSettings | None = None, *, token: str | None = None) -> None:
+    """Load the engines and run the bot until interrupted (blocking).
+
+    Raises:
+        ConfigError: no token in ``DISCORD_TOKEN``.
+    """
+    from bot.app import load_engines
+
+    token = token or os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(f"the Discord bot needs a token: set {TOKEN_ENV} in the environment")
+    engines = load_engines(settings)
+    try:
+        bot = PolyvoxBot(settings=settings, discord_settings=discord_settings, engines=engines)
+        # log_handler=None: loguru is polyvox's one logging library; discord.py's own
+        # logging goes through the standard library at WARNING.
+        bot.run(token, log_handler=None)
+    finally:
+        engines.close()
