@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -285,7 +285,7 @@ class _Worker:
         self.process.wait()
 
 
-def _read_message(stream: BinaryIO) -> dict[str, Any]:
+def _read_message(stream: IO[bytes]) -> dict[str, Any]:
     header = stream.read(4)
     if len(header) < 4:
         raise EOFError("worker process ended")
@@ -293,7 +293,7 @@ def _read_message(stream: BinaryIO) -> dict[str, Any]:
     return json.loads(stream.read(size))
 
 
-def _write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+def _write_message(stream: IO[bytes], message: dict[str, Any]) -> None:
     data = json.dumps(message).encode()
     stream.write(struct.pack("<I", len(data)) + data)
     stream.flush()

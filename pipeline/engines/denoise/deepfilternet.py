@@ -205,6 +205,8 @@ class DeepFilterNetFilter(BaseAudioFilter):
         return 1000 * (prefill / sample_rate + _MODEL_DELAY_HOPS * hop / MODEL_SAMPLE_RATE)
 
     def _filter_blocking(self, audio: bytes) -> bytes:
+        state = self._state
+        assert state is not None, "filter() before start()"
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
         wide = self._up.resample_chunk(samples) if self._up is not None else samples
         data = np.concatenate((self._pending, wide)) if self._pending.shape[0] else wide
@@ -213,7 +215,7 @@ class DeepFilterNetFilter(BaseAudioFilter):
         for offset in range(0, whole, self._hop):
             hop_in = np.ascontiguousarray(data[offset : offset + self._hop])
             if self._filtering:
-                self._library.process(self._state, hop_in, self._hop_out)
+                self._library.process(state, hop_in, self._hop_out)
                 processed[offset : offset + self._hop] = self._hop_out
             else:
                 processed[offset : offset + self._hop] = self._dry[: self._hop]
