@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,9 +101,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     engines = ", ".join(f"{k} {settings.engine(k).engine}" for k in ("asr", "mt", "tts", "denoise"))
     print(f"polyvox serve: profile '{settings.profile}' ({engines})")
     print(f"  will listen on http://{settings.server.host}:{settings.server.port}/ (WebRTC rooms and the browser page)")
-    print("  will start the Discord bot when DISCORD_TOKEN is set")
-    print("  not started: the WebRTC room server and the Discord bot are not part of this version yet;")
-    print("  use `polyvox translate` to interpret recordings through the same pipeline.")
+    if os.environ.get("DISCORD_TOKEN", "").strip():
+        from bot.discord_bot import run_bot
+
+        print("  starting the Discord bot (DISCORD_TOKEN is set); Ctrl+C stops it")
+        run_bot(settings, settings.discord)
+        return 0
+    print("  the Discord bot starts when DISCORD_TOKEN is set (see README: Discord bot)")
     return 0
 
 

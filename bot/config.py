@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.discord_settings import DiscordSettings
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -123,13 +124,14 @@ class Settings(_Strict):
     languages: LanguageSettings = LanguageSettings()
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
+    discord: DiscordSettings = DiscordSettings()
 
     def engine(self, kind: str) -> EngineSettings:
         """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
         return getattr(self, kind)
 
 
-_TOP_LEVEL = {"profile", "profiles", "vad", "languages", "pipeline", "server", *ENGINE_KINDS}
+_TOP_LEVEL = {"profile", "profiles", "vad", "languages", "pipeline", "server", "discord", *ENGINE_KINDS}
 
 
 def _check_language(value: str) -> str:
@@ -265,7 +267,7 @@ def load_settings(
             raise ConfigError(f"{config_path}: {kind}: expected a section, got {over!r}")
         base = profile_body.get(kind) or (_Profile.model_fields[kind].default.model_dump())
         resolved[kind] = _merge(base, over)
-    for section in ("vad", "languages", "pipeline", "server"):
+    for section in ("vad", "languages", "pipeline", "server", "discord"):
         if raw.get(section) is not None:
             resolved[section] = raw[section]
     try:

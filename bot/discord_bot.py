@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import discord
-from discord import app_commands
-from discord.ext import commands
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+try:
+    import discord
+    from discord import app_commands
+    from discord.ext import commands
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("the Discord bot needs discord.py: pip install 'polyvox[discord]'") from exc
+
+from bot.discord_settings import DiscordSettings
 from bot.guild_settings import GuildSettingsStore
 from bot.voice_store import SQLiteVoiceStore, VoiceStore
 from pipeline.errors import ConfigError
@@ -38,9 +41,11 @@ __all__ = [
     "PolyvoxBot",
     "PolyvoxCommandTree",
     "bot_intents",
+    "discord_token",
     "reply",
     "room_manager_only",
     "run_bot",
+    "serve_bot",
 ]
 
 #: The environment variable the bot token is read from (never from a file).
@@ -48,54 +53,6 @@ TOKEN_ENV = "DISCORD_TOKEN"
 
 #: The cogs, loaded as extensions in this order.
 EXTENSIONS = ("bot.cogs.rooms", "bot.cogs.voice")
-
-
-class DiscordSettings(BaseModel):
-    """The ``discord:`` section of ``config.yaml``.
-
-    Attributes:
-        database: SQLite file for guild settings (languages, captions channel, spoken
-            languages, voice opt-outs) and, until ``voices/`` lands, voice enrollments.
-        room_languages: Languages a guild's rooms are interpreted into until it runs
-            ``/room languages``; empty: ``languages.speaker`` + ``languages.listeners``.
-        manager_roles: Role names or ids that may run room commands (``/join``,
-            ``/leave``, ``/room languages``, ``/captions``) besides members with the
-            Manage Channels permission.
-        enroll_seconds: Speech ``/voice enroll`` records from the channel.
-        enroll_timeout_s: How long ``/voice enroll`` waits for that speech.
-        leave_when_empty_s: Leave a voice channel this long after its last member left.
-        reconnect_after_s: Reconnect when the voice connection has been down this long.
-        sync_commands: Register the slash commands with Discord at start-up.
-        command_guild_id: Register them in this guild only (instant, for development)
-            instead of globally (can take up to an hour to show up).
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    database: str = "~/.local/share/polyvox/discord.sqlite3"
-    room_languages: list[str] = Field(default_factory=list)
-    manager_roles: list[str] = Field(default_factory=list)
-    enroll_seconds: float = Field(10.0, ge=3.0, le=60.0)
-    enroll_timeout_s: float = Field(45.0, ge=5.0, le=300.0)
-    leave_when_empty_s: float = Field(30.0, ge=0.0)
-    reconnect_after_s: float = Field(10.0, ge=1.0)
-    sync_commands: bool = True
-    command_guild_id: int | None = None
-
-    @field_validator("room_languages")
-    @classmethod
-    def _codes(cls, value: list[str]) -> list[str]:
-        out = []
-        for code in value:
-            code = code.strip().lower()
-            if not 2 <= len(code) <= 3 or not code.isalpha():
-                raise ValueError(f"'{code}' is not an ISO 639-1 language code (like 'en' or 'es')")
-            out.append(code)
-        return out
-
-    def database_path(self) -> Path:
-        """``database`` with ``~`` expanded."""
-        return Path(self.database).expanduser()
 
 
 class CommandUserError(app_commands.AppCommandError):
@@ -350,22 +307,43 @@ def _display_name(guild: discord.Guild, user_id: str) -> str:
     return member.display_name if member is not None else user_id
 
 
+async def serve_bot(
+    settings: Settings,
+    discord_settings: DiscordSettings | None,
+    engines: Engines,
+    *,
+    token: str,
+) -> None:
+    """Run the bot on the current event loop until it is closed (for ``polyvox serve``,
+    next to the WebRTC server, sharing the loaded engines)."""
+    async with PolyvoxBot(settings=settings, discord_settings=discord_settings, engines=engines) as bot:
+        try:
+            await bot.start(token)
+        except discord.LoginFailure:
+            raise ConfigError(
+                f"Discord refused the token in {TOKEN_ENV}: copy it again from the Bot page of "
+                "your application in the Developer Portal"
+            ) from None
+
+
+def discord_token() -> str | None:
+    """The bot token from ``DISCORD_TOKEN``, or ``None`` when it is not set."""
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
 def run_bot(settings: Settings, discord_settings: DiscordSettings | None = None, *, token: str | None = None) -> None:
     """Load the engines and run the bot until interrupted (blocking).
 
     Raises:
-        ConfigError: no token in ``DISCORD_TOKEN``.
+        ConfigError: no token in ``DISCORD_TOKEN``, or Discord refused it.
     """
     from bot.app import load_engines
 
-    token = token or os.environ.get(TOKEN_ENV, "").strip()
+    token = token or discord_token()
     if not token:
         raise ConfigError(f"the Discord bot needs a token: set {TOKEN_ENV} in the environment")
     engines = load_engines(settings)
     try:
-        bot = PolyvoxBot(settings=settings, discord_settings=discord_settings, engines=engines)
-        # log_handler=None: loguru is polyvox's one logging library; discord.py's own
-        # logging goes through the standard library at WARNING.
-        bot.run(token, log_handler=None)
+        asyncio.run(serve_bot(settings, discord_settings, engines, token=token))
     finally:
         engines.close()

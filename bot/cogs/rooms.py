@@ -73,14 +73,33 @@ class RoomsCog(commands.Cog, name="Rooms"):
             missing = [n for n in ("view_channel", "connect", "speak") if not getattr(allowed, n)]
             if missing:
                 raise app_commands.BotMissingPermissions(missing)
+        current = self.bot.sessions.get(channel.guild.id)
+        if current is not None and current.running and current.channel.id == channel.id:
+            raise CommandUserError(f"I am already interpreting {channel.mention}.")
         # Connecting takes a few seconds, longer than Discord waits for a first answer.
-        await interaction.response.defer(thinking=True)
+        # Deferred ephemerally so that a failure is told to the caller only; the notice
+        # everyone must read goes to the channel as a message of its own.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             session = await self.bot.start_session(channel)
         except Exception as exc:
             logger.warning(f"joining voice channel {channel.id} failed: {exc!r}")
             raise CommandUserError(f"I could not connect to {channel.mention}: {exc or type(exc).__name__}. Try again.") from exc
-        await reply(interaction, f"Joined {channel.mention}.\n" + cloning_notice(session.room.listener_languages))
+        notice = f"Joined {channel.mention}.\n" + cloning_notice(session.room.listener_languages)
+        posted = await self._post_notice(interaction, notice)
+        await reply(interaction, f"Joined {channel.mention}." if posted else notice, ephemeral=True)
+
+    async def _post_notice(self, interaction: discord.Interaction, notice: str) -> bool:
+        """Post the join notice where ``/join`` was run; ``False`` when that is not possible."""
+        channel = interaction.channel
+        if not isinstance(channel, discord.abc.Messageable):
+            return False
+        try:
+            await channel.send(notice)
+        except discord.HTTPException as exc:
+            logger.warning(f"could not post the join notice in {getattr(channel, 'id', '?')}: {exc}")
+            return False
+        return True
 
     @app_commands.command(name="leave", description="Stop interpreting and leave the voice channel")
     @app_commands.guild_only()
@@ -171,9 +190,13 @@ class RoomsCog(commands.Cog, name="Rooms"):
         if session is None:
             return
         if self.bot.user is not None and member.id == self.bot.user.id:
-            if after.channel is None and not session.running:
-                return
-            if after.channel is not None and after.channel.id != session.channel.id:
+            if after.channel is None:
+                # Our own reconnects pass through "no channel" too; anything else is a
+                # moderator disconnecting the bot, which must not be fought.
+                if session.running and not session.reconnecting:
+                    logger.info(f"disconnected from voice channel {session.channel.id} by a moderator; leaving")
+                    await session.stop()
+            elif after.channel.id != session.channel.id:
                 session.channel = after.channel  # moved by a moderator: follow
             return
         here = session.channel.id

@@ -88,7 +88,7 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your vo
                 f"Recording your next {seconds:.0f} s of speech: talk normally now (read something aloud).",
                 ephemeral=True,
             )
-            pcm = await session.capture(user.id, seconds, timeout=self.bot.discord_settings.enroll_timeout_s)
+            pcm = await session.capture(user.id, seconds, give_up_after_s=self.bot.discord_settings.enroll_timeout_s)
         pcm = pcm[: int(MAX_ENROLL_SECONDS * 16000)]
         if len(pcm) < MIN_ENROLL_SECONDS * 16000:
             raise CommandUserError(
