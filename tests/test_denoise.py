@@ -161,3 +161,22 @@ async def test_deepfilternet_disabled_passes_audio_with_the_same_delay(librivox)
 
 def test_engine_names():
     assert {cls.name for cls in ENGINES.values()} == set(ENGINES)
+
+
+async def test_deepfilternet_stop_after_a_cancelled_call_does_not_crash(librivox):
+    import asyncio
+
+    engine = DeepFilterNetDenoiseEngine()
+    engine.load()
+    audio_filter = engine.create_filter()
+    await audio_filter.start(16000)
+    big = librivox[0].pcm[: 16000 * 5].tobytes()  # long enough to be mid-flight when cancelled
+    call = asyncio.create_task(audio_filter.filter(big))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    # The worker thread is still denoising; freeing the native state must wait for it.
+    await audio_filter.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    with pytest.raises(RuntimeError):
+        await audio_filter.filter(big[:640])

@@ -117,6 +117,10 @@ class DeepFilterNetFilter(BaseAudioFilter):
         self._state: int | None = None
         self._free_state: weakref.finalize | None = None
         self._lock = asyncio.Lock()
+        # Held by the worker thread while it uses the native state. A cancelled filter()
+        # releases the asyncio lock while its thread still runs; freeing the state then
+        # would crash the process, so freeing takes this lock too.
+        self._native_lock = threading.Lock()
         self._hop = 480
         #: Delay of the output relative to the input, milliseconds; exact once started.
         self.latency_ms: float = self._latency_ms(16000, self._hop)
@@ -138,7 +142,9 @@ class DeepFilterNetFilter(BaseAudioFilter):
                 )
                 self._state = state
                 # Free the native state even if stop() is never called.
-                self._free_state = weakref.finalize(self, self._library.free, state)
+                self._free_state = weakref.finalize(
+                    self, _free_when_idle, self._library, state, self._native_lock
+                )
                 self._hop = self._library.hop_size(state)
             self._sample_rate = sample_rate
             resampling = sample_rate != MODEL_SAMPLE_RATE
@@ -169,7 +175,8 @@ class DeepFilterNetFilter(BaseAudioFilter):
         """Free the model state."""
         async with self._lock:
             if self._free_state is not None:
-                self._free_state()
+                # Waits for a thread still denoising (a cancelled call): a few ms at most.
+                await asyncio.to_thread(self._free_state)
             self._state = None
             self._free_state = None
 
@@ -205,8 +212,13 @@ class DeepFilterNetFilter(BaseAudioFilter):
         return 1000 * (prefill / sample_rate + _MODEL_DELAY_HOPS * hop / MODEL_SAMPLE_RATE)
 
     def _filter_blocking(self, audio: bytes) -> bytes:
+        with self._native_lock:
+            return self._filter_locked(audio)
+
+    def _filter_locked(self, audio: bytes) -> bytes:
         state = self._state
-        assert state is not None, "filter() before start()"
+        if state is None:
+            raise RuntimeError("DeepFilterNetFilter was stopped")
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
         wide = self._up.resample_chunk(samples) if self._up is not None else samples
         data = np.concatenate((self._pending, wide)) if self._pending.shape[0] else wide
@@ -313,3 +325,8 @@ class DeepFilterNetDenoiseEngine(DenoiseEngine):
             self.load()
         assert self._library is not None
         return self._library
+
+
+def _free_when_idle(library: _DeepFilterLibrary, state: int, lock: threading.Lock) -> None:
+    with lock:
+        library.free(state)
