@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from loguru import logger
 
@@ -12,7 +13,7 @@ from pipeline.engines.base import Engine
 from pipeline.engines.registry import create_engine, engine_class
 from pipeline.segmenter import SegmenterParams
 
-__all__ = ["check_engines", "load_engines", "segmenter_params"]
+__all__ = ["cascade_options", "check_engines", "load_engines", "segmenter_params"]
 
 
 def check_engines(settings: Settings) -> None:
@@ -74,3 +75,21 @@ def segmenter_params(settings: Settings) -> SegmenterParams:
         postroll_ms=v.postroll_ms,
         max_utterance_s=v.max_utterance_s,
     )
+
+
+def cascade_options(settings: Settings, *, voice_store: Any | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``pipeline.cascade.build_cascade`` from the settings."""
+    options: dict[str, Any] = {
+        "segmenter": segmenter_params(settings),
+        "warn_slow": settings.pipeline.warn_slower_than_realtime,
+        "voice_capture": settings.voices.capture,
+        "voice_store": voice_store,
+    }
+    if settings.voices.capture:
+        from voices.capture import VoiceCaptureParams
+
+        options["voice_params"] = VoiceCaptureParams(
+            first_profile_s=settings.voices.first_profile_s,
+            max_speech_s=max(settings.voices.max_capture_s, settings.voices.first_profile_s),
+        )
+    return options

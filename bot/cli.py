@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="print the resolved configuration")
     _common(cfg)
+
+    from voices.cli import add_voices_parser
+
+    add_voices_parser(sub, _common)
     return parser
 
 
@@ -91,6 +95,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(yaml.safe_dump(settings.model_dump(), sort_keys=False, allow_unicode=True), end="")
     return 0
+
+
+def _cmd_voices(args: argparse.Namespace) -> int:
+    from voices.cli import run_voices_command
+
+    return run_voices_command(args, _settings(args))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -112,7 +122,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from bot.app import load_engines, segmenter_params
+    from bot.app import cascade_options, load_engines
     from pipeline.audio import load_audio
     from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
 
@@ -153,9 +163,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                 engines,
                 tracks,
                 [target],
-                segmenter=segmenter_params(settings),
                 realtime=args.realtime,
-                warn_slow=settings.pipeline.warn_slower_than_realtime,
+                **cascade_options(settings),
             )
         )
     finally:
@@ -186,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(-1 if args.quiet else args.verbose)
     from pipeline.errors import AudioInputError, PolyvoxError
 
-    commands = {"translate": _cmd_translate, "serve": _cmd_serve, "config": _cmd_config}
+    commands = {
+        "translate": _cmd_translate,
+        "serve": _cmd_serve,
+        "config": _cmd_config,
+        "voices": _cmd_voices,
+    }
     started = time.monotonic()
     try:
         return commands[args.command](args)

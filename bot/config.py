@@ -26,6 +26,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "VADSettings",
+    "VoicesSettings",
     "find_config",
     "load_settings",
 ]
@@ -96,6 +97,15 @@ class PipelineSettings(_Strict):
     max_pending_utterances: int = Field(8, ge=1)
 
 
+class VoicesSettings(_Strict):
+    """Voice cloning: automatic capture from first utterances, enrolled profiles."""
+
+    data_dir: str = "~/.local/share/polyvox/voices"
+    capture: bool = True
+    first_profile_s: float = Field(6.0, gt=0.0, le=60.0)
+    max_capture_s: float = Field(30.0, gt=0.0, le=120.0)
+
+
 class ServerSettings(_Strict):
     """Where ``polyvox serve`` listens."""
 
@@ -125,13 +135,15 @@ class Settings(_Strict):
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
     discord: DiscordSettings = DiscordSettings()
+    voices: VoicesSettings = VoicesSettings()
 
     def engine(self, kind: str) -> EngineSettings:
         """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
         return getattr(self, kind)
 
 
-_TOP_LEVEL = {"profile", "profiles", "vad", "languages", "pipeline", "server", "discord", *ENGINE_KINDS}
+_SECTIONS = ("vad", "languages", "pipeline", "server", "discord", "voices")
+_TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 
 def _check_language(value: str) -> str:
@@ -267,7 +279,7 @@ def load_settings(
             raise ConfigError(f"{config_path}: {kind}: expected a section, got {over!r}")
         base = profile_body.get(kind) or (_Profile.model_fields[kind].default.model_dump())
         resolved[kind] = _merge(base, over)
-    for section in ("vad", "languages", "pipeline", "server", "discord"):
+    for section in _SECTIONS:
         if raw.get(section) is not None:
             resolved[section] = raw[section]
     try:

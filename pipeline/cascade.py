@@ -8,6 +8,7 @@ path for all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
@@ -84,6 +85,9 @@ def build_cascade(
     segmenter: SegmenterParams | None = None,
     warn_slow: bool = True,
     max_pending: int | None = 8,
+    voice_capture: bool = True,
+    voice_store: Any | None = None,
+    voice_params: Any | None = None,
 ) -> list[FrameProcessor]:
     """The processors of one room, input audio → interpretation audio, in order.
 
@@ -94,12 +98,25 @@ def build_cascade(
         warn_slow: Warn when ASR runs slower than real time.
         max_pending: Per-participant backlog limit of each stage (``None``: unlimited,
             for file mode where input arrives faster than real time on purpose).
+        voice_capture: Clone each participant from their first utterances, when the TTS
+            engine clones voices (``voices.VoiceCaptureProcessor`` after ASR).
+        voice_store: Enrolled profiles and opt-outs (``voices.store.VoiceStore``).
+        voice_params: ``voices.capture.VoiceCaptureParams``.
     """
-    return [
+    processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
         DenoiseProcessor(engines.denoise),
         VADSegmenterProcessor(engines.vad, room, segmenter),
         ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending),
+    ]
+    if voice_capture and engines.tts.clones_voices:
+        from voices.capture_processor import VoiceCaptureProcessor
+
+        processors.append(
+            VoiceCaptureProcessor(engines.tts, engines.vad, room, store=voice_store, params=voice_params)  # type: ignore[arg-type]
+        )
+    processors += [
         TranslationProcessor(engines.mt, room, max_pending=max_pending),
         TTSProcessor(engines.tts, room, max_pending=max_pending),
     ]
+    return processors

@@ -130,6 +130,7 @@ async def run_cascade_on_tracks(
     realtime: bool = False,
     warn_slow: bool = True,
     progress: bool = True,
+    **cascade_options: Any,
 ) -> FileTranslation:
     """Push the tracks through a fresh room's cascade and collect the results.
 
@@ -142,13 +143,19 @@ async def run_cascade_on_tracks(
             push it as fast as the pipeline takes it.
         warn_slow: Warn when ASR runs slower than real time.
         progress: Log progress while feeding.
+        **cascade_options: More keyword arguments for :func:`build_cascade` (voices).
     """
     room = Room(listeners, default_language=tracks[0].language if tracks else "en")
     for track in tracks:
         room.join(track.user_id, language=track.language)
     collector = UtteranceCollector()
     processors = build_cascade(
-        engines, room, segmenter=segmenter, warn_slow=warn_slow, max_pending=None if not realtime else 8
+        engines,
+        room,
+        segmenter=segmenter,
+        warn_slow=warn_slow,
+        max_pending=None if not realtime else 8,
+        **cascade_options,
     )
     worker = PipelineWorker(
         Pipeline([*processors, collector]),

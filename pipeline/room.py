@@ -23,6 +23,7 @@ class Participant:
         name: Display name for captions.
         hears: The language they want to hear (WebRTC), or ``None`` for the room's.
         voice: Their voice profile for cloning, once one exists (``None``: neutral voice).
+        voice_opt_out: They asked not to be cloned: a neutral voice speaks for them.
     """
 
     user_id: str
@@ -30,6 +31,7 @@ class Participant:
     name: str = ""
     hears: str | None = None
     voice: Any | None = None
+    voice_opt_out: bool = False
 
 
 class Room:
@@ -87,4 +89,6 @@ class Room:
     def voice_for(self, user_id: str) -> Any | None:
         """The voice profile to speak ``user_id``'s interpretation in, if any."""
         participant = self.participants.get(user_id)
-        return participant.voice if participant else None
+        if participant is None or participant.voice_opt_out:
+            return None
+        return participant.voice

@@ -1,0 +1,430 @@
+"""Voice profiles: enrollment checks, the SQLite + tensor store, automatic capture.
+
+Speech is real (librivox, 16 kHz) and measured with the real silero VAD. The voice
+model here is a small deterministic cloner implementing the same ``VoiceCloner``
+interface as ``XTTSEngine``, so these tests run without torch; test_tts_xtts.py enrolls
+with the real XTTS loader.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipecat.tests.utils import run_test
+
+from pipeline.audio import write_wav
+from pipeline.engines.vad.silero import SileroVADEngine
+from pipeline.errors import AudioInputError, ConfigError
+from pipeline.frames import Utterance, UtteranceAudioFrame
+from pipeline.room import Room
+from tests.conftest import concat_with_silence
+from voices.capture import VoiceCapture, VoiceCaptureParams
+from voices.capture_processor import VoiceCaptureProcessor
+from voices.cli import forget_voice, list_voices
+from voices.enrollment import EnrollmentLimits, VoiceEnrollmentError
+from voices.profile import VoiceLatents, VoiceProfile
+from voices.store import BoundVoiceStore, VoiceStore
+
+
+class SpectrumCloner:
+    """A deterministic stand-in for XTTS's conditioning: band energies of the speech.
+
+    Different speech gives different latents, the same speech the same ones; every call
+    is recorded so tests can tell when a voice was (re)computed.
+    """
+
+    clones_voices = True
+    name = "spectrum"
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []  # seconds of audio per call
+
+    def condition(self, pcm: np.ndarray, sample_rate: int) -> VoiceLatents:
+        self.calls.append(len(pcm) / sample_rate)
+        frames = pcm[: len(pcm) // 512 * 512].reshape(-1, 512).astype(np.float64)
+        spectrum = np.log1p(np.abs(np.fft.rfft(frames, axis=1)).mean(axis=0))
+        bands = np.array([band.mean() for band in np.array_split(spectrum, 32)])
+        gpt = np.tile(bands, (8, 1)).T[None]  # (1, 32, 8)
+        speaker = bands[:16] / np.linalg.norm(bands[:16])
+        return VoiceLatents(gpt.astype(np.float32), speaker[None, :, None].astype(np.float32))
+
+
+class NotACloner:
+    name = "espeak"
+    clones_voices = False
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVADEngine:
+    engine = SileroVADEngine()
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def store(tmp_path, vad) -> VoiceStore:
+    return VoiceStore(tmp_path / "voices", vad=vad)
+
+
+@pytest.fixture(scope="module")
+def speech(librivox) -> np.ndarray:
+    """~25 s of one reader with pauses between sentences."""
+    return concat_with_silence([clip.pcm for clip in librivox], gap_s=0.8)
+
+
+def stored_files(store: VoiceStore) -> list[Path]:
+    return sorted(p for p in (store.data_dir / "tensors").iterdir())
+
+
+def assert_nothing_stored(store: VoiceStore) -> None:
+    assert store.list() == []
+    assert stored_files(store) == []
+
+
+# -- enrollment ------------------------------------------------------------------------
+
+
+def test_enrolling_a_recording_stores_a_profile_that_survives_a_restart(store, speech, vad, tmp_path):
+    cloner = SpectrumCloner()
+    path = tmp_path / "alice.wav"
+    write_wav(path, speech, 16000)
+
+    profile = store.enroll_file("alice", path, cloner)
+
+    assert profile.user_id == "alice" and profile.source == "enrolled" and profile.version == 1
+    # Pauses are not speech: the profile counts less than the recording's 28 s.
+    assert 15.0 < profile.seconds < len(speech) / 16000 - 3.0
+    assert len(cloner.calls) == 1
+    assert len(stored_files(store)) == 1
+
+    reopened = VoiceStore(store.data_dir, vad=vad).get("alice")
+    assert reopened is not None
+    assert reopened.key == profile.key and reopened.source == "enrolled"
+    assert reopened.seconds == pytest.approx(profile.seconds)
+    assert np.array_equal(reopened.gpt_cond_latent, profile.gpt_cond_latent)
+    assert np.array_equal(reopened.speaker_embedding, profile.speaker_embedding)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp3", ["-c:a", "libmp3lame"]), (".ogg", ["-c:a", "libvorbis"]), (".m4a", ["-c:a", "aac"])])
+def test_compressed_recordings_enroll_too(store, librivox, tmp_path, suffix, codec):
+    source = tmp_path / "in.wav"
+    write_wav(source, concat_with_silence([librivox[0].pcm, librivox[2].pcm]), 16000)
+    target = tmp_path / f"bob{suffix}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(source), *codec, str(target)], check=True
+    )
+
+    profile = store.enroll_file("bob", target, SpectrumCloner())
+
+    assert profile.seconds > 8.0
+    assert [v.user_id for v in store.list()] == ["bob"]
+
+
+def test_silence_is_refused_and_nothing_is_stored(store, tmp_path):
+    path = tmp_path / "silence.wav"
+    write_wav(path, np.zeros(16000 * 8, dtype=np.int16), 16000)
+    cloner = SpectrumCloner()
+
+    with pytest.raises(VoiceEnrollmentError, match="silence"):
+        store.enroll_file("alice", path, cloner)
+
+    assert cloner.calls == []
+    assert_nothing_stored(store)
+
+
+def test_noise_without_speech_is_refused(store, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.wav"
+    write_wav(path, (rng.standard_normal(16000 * 6) * 2000).astype(np.int16), 16000)
+
+    with pytest.raises(VoiceEnrollmentError, match="no speech found"):
+        store.enroll_file("alice", path, SpectrumCloner())
+
+    assert_nothing_stored(store)
+
+
+def test_under_three_seconds_of_speech_is_refused(store, librivox, tmp_path):
+    short = librivox[1]  # "he was not an ill disposed young man": 3.0 s with its pauses
+    path = tmp_path / "short.wav"
+    write_wav(path, short.pcm, 16000)
+
+    with pytest.raises(VoiceEnrollmentError, match=r"only \d\.\d s of speech; enrollment needs at least 3 s"):
+        store.enroll_file("alice", path, SpectrumCloner())
+
+    assert_nothing_stored(store)
+
+
+def test_over_sixty_seconds_of_speech_is_refused(store, speech, tmp_path):
+    path = tmp_path / "long.wav"
+    write_wav(path, np.concatenate([speech] * 4), 16000)  # ~110 s, ~80 s of it speech
+
+    with pytest.raises(VoiceEnrollmentError, match=r"s of speech is too long; enrollment takes at most 60 s"):
+        store.enroll_file("alice", path, SpectrumCloner())
+
+    assert_nothing_stored(store)
+
+
+def test_a_file_that_is_not_audio_is_refused(store, tmp_path):
+    path = tmp_path / "voice.wav"
+    path.write_text("this is a text file, not a recording\n" * 20)
+
+    with pytest.raises(AudioInputError, match="not a readable audio file"):
+        store.enroll_file("alice", path, SpectrumCloner())
+
+    assert_nothing_stored(store)
+
+
+def test_a_file_over_the_size_cap_is_refused(tmp_path, vad, librivox):
+    store = VoiceStore(tmp_path / "voices", vad=vad, limits=EnrollmentLimits(max_file_bytes=100_000))
+    path = librivox[0].path  # 227 kB
+
+    with pytest.raises(AudioInputError, match="file is too large"):
+        store.enroll_file("alice", path, SpectrumCloner())
+
+    assert_nothing_stored(store)
+
+
+def test_an_engine_that_cannot_clone_is_refused(store, speech):
+    with pytest.raises(ConfigError, match="cannot clone voices"):
+        store.enroll("alice", speech, NotACloner())  # type: ignore[arg-type]
+
+    assert_nothing_stored(store)
+
+
+def test_enrolling_again_replaces_the_profile_under_a_new_version(store, speech, librivox):
+    cloner = SpectrumCloner()
+    first = store.enroll("alice", speech, cloner)
+    second = store.enroll("alice", concat_with_silence([librivox[0].pcm, librivox[3].pcm]), cloner)
+
+    assert second.id == first.id and second.version == 2
+    assert not np.array_equal(second.gpt_cond_latent, first.gpt_cond_latent)
+    assert [p.name for p in stored_files(store)] == [f"{first.id}.v2.npz"]
+    assert store.get("alice").key == (first.id, 2)
+
+
+# -- forget and opt-out ---------------------------------------------------------------
+
+
+def test_forget_deletes_the_rows_and_the_files(store, speech):
+    store.enroll("alice", speech, SpectrumCloner())
+    store.enroll("bob", speech, SpectrumCloner())
+    assert len(stored_files(store)) == 2
+
+    assert store.forget("alice") is True
+
+    assert store.get("alice") is None
+    assert [v.user_id for v in store.list()] == ["bob"]
+    assert len(stored_files(store)) == 1
+    assert store.forget("alice") is False
+    assert "nothing to delete" in forget_voice(store, "alice")
+
+
+def test_opt_out_is_kept_through_forget_and_cleared_by_enrolling(store, speech):
+    store.enroll("alice", speech, SpectrumCloner())
+    store.opt_out("alice")
+    store.forget("alice")
+
+    assert store.is_opted_out("alice")
+    [entry] = store.list()
+    assert entry.user_id == "alice" and entry.opted_out and entry.profile_id is None
+
+    store.enroll("alice", speech, SpectrumCloner())
+    assert not store.is_opted_out("alice")
+    store.opt_out("alice", False)
+    store.forget("alice")
+    assert_nothing_stored(store)
+
+
+def test_list_voices_shows_profiles_and_opt_outs(store, speech):
+    store.enroll("alice", speech, SpectrumCloner())
+    store.opt_out("carol")
+
+    table = list_voices(store).splitlines()
+
+    assert table[0].split() == ["user", "profile", "version", "speech", "enrolled", "cloning"]
+    assert table[1].startswith("alice") and table[1].endswith("on")
+    assert table[2].startswith("carol") and table[2].endswith("opted out")
+
+
+def test_store_files_are_private(store, speech):
+    store.enroll("alice", speech, SpectrumCloner())
+
+    assert store.data_dir.stat().st_mode & 0o077 == 0
+    assert all(path.stat().st_mode & 0o077 == 0 for path in stored_files(store))
+
+
+# -- automatic capture -----------------------------------------------------------------
+
+
+def test_capture_makes_a_profile_after_six_seconds_and_refines_it(vad, librivox):
+    cloner = SpectrumCloner()
+    capture = VoiceCapture("alice", vad)
+    versions: list[VoiceProfile] = []
+
+    for clip in librivox:
+        before = capture.speech_seconds
+        due = capture.add(clip.pcm, 16000)
+        assert capture.speech_seconds > before  # every librivox sentence is clean speech
+        if due:
+            versions.append(capture.build(cloner))
+
+    assert len(versions) >= 3
+    first = versions[0]
+    assert first.version == 1 and first.source == "auto"
+    assert 6.0 <= first.seconds < 12.0
+    assert [p.version for p in versions] == list(range(1, len(versions) + 1))
+    assert all(p.id == first.id for p in versions)
+    assert all(b.seconds >= a.seconds * 1.5 for a, b in zip(versions, versions[1:], strict=False))
+    # One model call per version: nothing is recomputed while no new version is due.
+    assert len(cloner.calls) == len(versions)
+    assert capture.build(cloner) is None and len(cloner.calls) == len(versions)
+
+
+def test_capture_stops_at_its_cap_and_releases_the_audio(vad, speech):
+    cloner = SpectrumCloner()
+    params = VoiceCaptureParams(first_profile_s=6.0, max_speech_s=12.0)
+    capture = VoiceCapture("alice", vad, params)
+
+    for part in np.array_split(speech, 4):
+        if capture.add(part, 16000):
+            capture.build(cloner)
+
+    assert capture.done
+    assert capture.profile.seconds == pytest.approx(12.0)
+    assert cloner.calls[-1] <= 12.0 + 1.0  # the model saw at most the cap (plus context)
+    assert capture.add(speech, 16000) is False
+    assert capture._chunks == []
+
+
+def test_capture_skips_quiet_clipped_and_tiny_utterances(vad, librivox):
+    capture = VoiceCapture("alice", vad)
+    loud = librivox[0].pcm.astype(np.int32) * 40
+
+    capture.add((librivox[0].pcm // 200).astype(np.int16), 16000)  # whisper far away
+    capture.add(np.clip(loud, -32768, 32767).astype(np.int16), 16000)  # clipped
+    capture.add(librivox[1].pcm[:8000], 16000)  # half a second: a cough, a "yes"
+
+    assert capture.speech_seconds == 0.0
+
+
+def utterance_frame(user: str, pcm: np.ndarray) -> UtteranceAudioFrame:
+    utterance = Utterance(user_id=user, language="en", start=0.0, end=len(pcm) / 16000)
+    return UtteranceAudioFrame(utterance, pcm.tobytes(), 16000)
+
+
+async def test_processor_sets_the_participants_voice_and_forwards_every_frame(vad, librivox):
+    room = Room(["es"])
+    cloner = SpectrumCloner()
+    processor = VoiceCaptureProcessor(cloner, vad, room)
+    frames = [utterance_frame("alice", clip.pcm) for clip in librivox[:3]]
+
+    down, _ = await run_test(
+        processor, frames_to_send=frames, expected_down_frames=[UtteranceAudioFrame] * 3
+    )
+
+    voice = room.participants["alice"].voice
+    assert isinstance(voice, VoiceProfile) and voice.source == "auto"
+    assert voice.seconds >= 6.0 and voice.version == len(cloner.calls)
+    assert [f.utterance.id for f in down] == [f.utterance.id for f in frames]
+
+
+async def test_processor_uses_the_enrolled_voice_without_capturing(vad, librivox, store, speech):
+    enrolled = store.enroll("alice", speech, SpectrumCloner())
+    room = Room(["es"])
+    cloner = SpectrumCloner()
+    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+
+    await run_test(processor, frames_to_send=[utterance_frame("alice", c.pcm) for c in librivox])
+
+    assert room.participants["alice"].voice.key == enrolled.key
+    assert cloner.calls == []
+
+
+async def test_processor_respects_opt_outs(vad, librivox, store, speech):
+    store.enroll("bob", speech, SpectrumCloner())
+    store.opt_out("bob")
+    room = Room(["es"])
+    room.join("carol")
+    room.participants["carol"].voice_opt_out = True  # the room's flag (e.g. /voice off)
+    cloner = SpectrumCloner()
+    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+    frames = [utterance_frame(user, c.pcm) for c in librivox for user in ("bob", "carol")]
+
+    await run_test(processor, frames_to_send=frames)
+
+    assert room.participants["bob"].voice is None
+    assert room.participants["carol"].voice is None
+    assert cloner.calls == []
+    assert processor.capture_of("bob") is None and processor.capture_of("carol") is None
+
+
+async def test_processor_drops_a_voice_when_the_user_opts_out_mid_session(vad, librivox, store):
+    room = Room(["es"])
+    cloner = SpectrumCloner()
+    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+    store.opt_out("alice", False)
+    frames = [utterance_frame("alice", c.pcm) for c in librivox[:3]]
+
+    await run_test(processor, frames_to_send=frames)
+    assert room.participants["alice"].voice is not None
+
+    store.opt_out("alice")
+    await run_test(processor, frames_to_send=[utterance_frame("alice", librivox[3].pcm)])
+
+    assert room.participants["alice"].voice is None
+    assert processor.capture_of("alice") is None
+
+
+def test_enrollment_limits_must_make_sense():
+    with pytest.raises(ValueError):
+        EnrollmentLimits(min_speech_s=10, max_speech_s=5)
+
+
+async def test_processor_asks_an_extra_opt_out_source(vad, librivox):
+    room = Room(["es"])
+    cloner = SpectrumCloner()
+    asked: list[str] = []
+    processor = VoiceCaptureProcessor(
+        cloner, vad, room, opted_out=lambda user: asked.append(user) or user == "dave"
+    )
+
+    await run_test(processor, frames_to_send=[utterance_frame("dave", c.pcm) for c in librivox[:3]])
+
+    assert asked == ["dave"] * 3
+    assert room.participants["dave"].voice is None and cloner.calls == []
+
+
+def test_bound_store_speaks_the_chat_commands_protocol(store, speech, librivox):
+    bound = BoundVoiceStore(store, SpectrumCloner())
+
+    with pytest.raises(ValueError, match="only .* s of speech"):
+        bound.enroll(42, librivox[1].pcm)
+    assert bound.status(42) is None and bound.profile(42) is None
+
+    summary = bound.enroll(42, speech)
+
+    assert "s of speech, profile version 1" in summary
+    assert "version 1" in bound.status(42)
+    assert bound.profile(42).user_id == "42"
+    assert bound.forget(42) == 1 and bound.forget(42) == 0
+    assert_nothing_stored(store)
+
+
+async def test_an_enrolled_voice_set_mid_session_is_not_overwritten_by_capture(vad, librivox, speech):
+    room = Room(["es"])
+    cloner = SpectrumCloner()
+    enrolled = VoiceProfile("alice", SpectrumCloner().condition(speech, 16000), 20.0, "enrolled")
+
+    class EnrollsDuringCapture(SpectrumCloner):
+        def condition(self, pcm, sample_rate):
+            room.participants["alice"].voice = enrolled  # `/voice enroll` finished meanwhile
+            return cloner.condition(pcm, sample_rate)
+
+    processor = VoiceCaptureProcessor(EnrollsDuringCapture(), vad, room)
+    await run_test(processor, frames_to_send=[utterance_frame("alice", c.pcm) for c in librivox])
+
+    assert room.participants["alice"].voice is enrolled
+    assert len(cloner.calls) == 1  # capture stopped once the enrolled voice was there

@@ -1,0 +1,144 @@
+"""``polyvox voices enroll USER FILE | list | forget USER``: the command bodies.
+
+``bot/cli.py`` adds the parser with :func:`add_voices_parser` and runs
+:func:`run_voices_command`; the three ``*_voice(s)`` functions are the commands
+themselves, each returning what to print, for chat commands to reuse. Errors are raised
+as polyvox errors (``AudioInputError`` for bad audio: exit status 1; others: 2), which
+``bot.cli.main`` turns into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from voices.profile import VoiceCloner
+from voices.store import VoiceStore
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "add_voices_parser",
+    "enroll_voice",
+    "forget_voice",
+    "list_voices",
+    "run_voices_command",
+    "voices_data_dir",
+]
+
+#: Where enrolled voices live unless ``voices.data_dir`` says otherwise.
+DEFAULT_DATA_DIR = "~/.local/share/polyvox/voices"
+
+
+def enroll_voice(store: VoiceStore, engine: VoiceCloner, user_id: str, path: str | os.PathLike[str]) -> str:
+    """Enroll ``user_id`` from the audio file ``path``; returns the line to print."""
+    profile = store.enroll_file(user_id, path, engine)
+    return (
+        f"enrolled the voice of {user_id} from {os.fsdecode(path)}: "
+        f"{profile.seconds:.1f} s of speech (profile {profile.id[:8]}, version {profile.version})"
+    )
+
+
+def list_voices(store: VoiceStore) -> str:
+    """A table of the stored voices and opt-outs."""
+    voices = store.list()
+    if not voices:
+        return f"no voices stored in {store.data_dir}"
+    rows = [("user", "profile", "version", "speech", "enrolled", "cloning")]
+    for voice in voices:
+        enrolled = (
+            dt.datetime.fromtimestamp(voice.created).strftime("%Y-%m-%d %H:%M")
+            if voice.created is not None
+            else "-"
+        )
+        rows.append(
+            (
+                voice.user_id,
+                voice.profile_id[:8] if voice.profile_id else "-",
+                str(voice.version) if voice.version is not None else "-",
+                f"{voice.seconds:.1f} s" if voice.seconds is not None else "-",
+                enrolled,
+                "opted out" if voice.opted_out else "on",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def forget_voice(store: VoiceStore, user_id: str) -> str:
+    """Delete the stored voice of ``user_id``; returns the line to print."""
+    if store.forget(user_id):
+        return f"deleted the voice profile of {user_id} and its files"
+    return f"no voice profile stored for {user_id}; nothing to delete"
+
+
+def voices_data_dir(settings: Any) -> Path:
+    """``voices.data_dir`` from the settings, else :data:`DEFAULT_DATA_DIR`."""
+    section = getattr(settings, "voices", None)
+    configured = getattr(section, "data_dir", None) if section is not None else None
+    return Path(os.path.expanduser(str(configured or DEFAULT_DATA_DIR)))
+
+
+def add_voices_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``voices enroll|list|forget`` to the ``polyvox`` subcommands.
+
+    Args:
+        sub: The ``add_subparsers()`` object of the ``polyvox`` parser.
+        common: Adds the options every command takes (``--config``, ``--set``, ...).
+    """
+    voices = sub.add_parser(
+        "voices",
+        help="enrolled voice profiles: enroll, list, forget",
+        description="Manage persisted voice profiles (cloned voices) and opt-outs.",
+    )
+    actions = voices.add_subparsers(dest="voices_command", metavar="ACTION", required=True)
+    enroll = actions.add_parser(
+        "enroll",
+        help="clone USER's voice from an audio file",
+        description="Clone USER's voice from FILE (wav, mp3, ogg, m4a, ...: 3-60 s of speech) and store it.",
+    )
+    enroll.add_argument("user", metavar="USER", help="user id (Discord user id, WebRTC name, ...)")
+    enroll.add_argument("file", metavar="FILE", help="recording of USER speaking, 3-60 s of speech")
+    common(enroll)
+    listing = actions.add_parser("list", help="list stored voices and opt-outs")
+    common(listing)
+    forget = actions.add_parser("forget", help="delete everything stored for USER's voice")
+    forget.add_argument("user", metavar="USER", help="user id")
+    common(forget)
+
+
+def run_voices_command(args: argparse.Namespace, settings: Any) -> int:
+    """Run the parsed ``voices`` command with the resolved settings; prints the result."""
+    store = VoiceStore(voices_data_dir(settings))
+    if args.voices_command == "list":
+        print(list_voices(store))
+    elif args.voices_command == "forget":
+        print(forget_voice(store, args.user))
+    elif args.voices_command == "enroll":
+        engine = _cloning_engine(settings)
+        try:
+            print(enroll_voice(store, engine, args.user, args.file))
+        finally:
+            engine.close()
+    else:  # pragma: no cover - argparse allows only the three
+        raise ConfigError(f"unknown voices command {args.voices_command!r}")
+    return 0
+
+
+def _cloning_engine(settings: Any) -> Any:
+    """The configured TTS engine, loaded, if it clones voices."""
+    from pipeline.engines.registry import create_engine, engine_class
+
+    tts = settings.tts
+    if not getattr(engine_class("tts", tts.engine), "clones_voices", False):
+        raise ConfigError(
+            f"tts engine '{tts.engine}' cannot clone voices; enroll with a profile that uses "
+            "xtts (--profile cpu or gpu)"
+        )
+    engine = create_engine("tts", tts.engine, model=tts.model, device=tts.device, options=tts.options)
+    engine.load()
+    return engine
