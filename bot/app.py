@@ -21,7 +21,6 @@ def check_engines(settings: Settings) -> None:
 
     Raises:
         ConfigError: an unknown engine name.
-        EngineUnavailableError: an engine this version does not ship yet.
         ImportError: an engine whose extra is not installed.
     """
     for kind in ENGINE_KINDS:
@@ -32,7 +31,8 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
     """Build, load and warm up the configured engines (blocking; call once per process).
 
     Raises:
-        ConfigError, EngineUnavailableError, ImportError: see :func:`check_engines`.
+        ConfigError, ImportError: see :func:`check_engines`.
+        EngineUnavailableError: a model is missing (not downloaded, bad path).
         UnsupportedLanguageError: the configured languages cannot be served.
     """
     check_engines(settings)

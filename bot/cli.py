@@ -71,8 +71,26 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--sample-rate", type=int, default=None, metavar="HZ", help="output sample rate (default: the TTS engine's)")
     _common(tr)
 
-    serve = sub.add_parser("serve", help="start the interpretation server")
+    serve = sub.add_parser(
+        "serve",
+        help="start the interpretation server (WebRTC rooms; Discord bot with DISCORD_TOKEN)",
+    )
     _common(serve)
+
+    models = sub.add_parser("models", help="manage model weights (gpu/cpu profiles)")
+    model_actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    pull = model_actions.add_parser(
+        "pull",
+        help="download the profile's models into the Hugging Face cache",
+        description="Download every model the profile names (ASR, MT, TTS) ahead of time, with progress.",
+    )
+    pull.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _common(pull)
+
+    tok = sub.add_parser("token", help="print a token that lets its holder join a WebRTC room")
+    tok.add_argument("room", help="room name (letters, digits, '-', '_')")
+    tok.add_argument("--ttl", type=int, metavar="SECONDS", help="validity (default: webrtc.token_ttl_s)")
+    _common(tok)
 
     cfg = sub.add_parser("config", help="print the resolved configuration")
     _common(cfg)
@@ -104,20 +122,83 @@ def _cmd_voices(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from bot.app import check_engines
+    from bot.app import cascade_options, check_engines, load_engines
+    from transports.webrtc import check_security, room_secret
 
     settings = _settings(args)
     check_engines(settings)
+    # Fail before loading models when the server would expose rooms without tokens.
+    check_security(settings.server.host, settings.webrtc, room_secret())
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
     engines = ", ".join(f"{k} {settings.engine(k).engine}" for k in ("asr", "mt", "tts", "denoise"))
-    print(f"polyvox serve: profile '{settings.profile}' ({engines})")
-    print(f"  will listen on http://{settings.server.host}:{settings.server.port}/ (WebRTC rooms and the browser page)")
-    if os.environ.get("DISCORD_TOKEN", "").strip():
-        from bot.discord_bot import run_bot
+    print(f"polyvox serve: profile '{settings.profile}' ({engines})", flush=True)
+    loaded = load_engines(settings)
+    try:
+        asyncio.run(_serve(settings, loaded, token, cascade_options(settings)))
+    finally:
+        loaded.close()
+    return 0
 
-        print("  starting the Discord bot (DISCORD_TOKEN is set); Ctrl+C stops it")
-        run_bot(settings, settings.discord)
-        return 0
-    print("  the Discord bot starts when DISCORD_TOKEN is set (see README: Discord bot)")
+
+async def _serve(settings, engines, discord_token: str, options: dict) -> None:  # type: ignore[no-untyped-def]
+    """The WebRTC room server, and the Discord bot when a token is set, on one loop."""
+    from transports.webrtc import serve_webrtc
+
+    def ready(server) -> None:  # type: ignore[no-untyped-def]
+        print(f"polyvox: rooms at {server.url}/ (open it in two browser tabs to try)", flush=True)
+
+    jobs = [
+        serve_webrtc(
+            engines,
+            settings.webrtc,
+            host=settings.server.host,
+            port=settings.server.port,
+            segmenter=options["segmenter"],
+            max_pending=settings.pipeline.max_pending_utterances,
+            warn_slow=settings.pipeline.warn_slower_than_realtime,
+            default_language=settings.languages.speaker,
+            voice_params=options.get("voice_params"),
+            ready=ready,
+        )
+    ]
+    if discord_token:
+        from bot.discord_bot import serve_bot
+
+        print("polyvox: starting the Discord bot (DISCORD_TOKEN is set)", flush=True)
+        jobs.append(serve_bot(settings, settings.discord, engines, token=discord_token))
+    else:
+        print("polyvox: the Discord bot starts when DISCORD_TOKEN is set (README: Discord bot)", flush=True)
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        # Either ending (an error, or the bot closing) ends the server.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pipeline.models import pull_command
+
+    return pull_command(_settings(args), progress=not args.no_progress)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    import re
+
+    from pipeline.errors import ConfigError
+    from transports.webrtc.tokens import SECRET_ENV, make_token, room_secret
+
+    settings = _settings(args)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.room):
+        raise ConfigError(f"room '{args.room}': use 1-64 letters, digits, '-' or '_'")
+    secret = room_secret()
+    if not secret:
+        raise ConfigError(f"{SECRET_ENV} is not set: export a long random secret (16+ characters) first")
+    print(make_token(args.room, secret, ttl_s=args.ttl or settings.webrtc.token_ttl_s))
     return 0
 
 
@@ -200,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _cmd_serve,
         "config": _cmd_config,
         "voices": _cmd_voices,
+        "token": _cmd_token,
+        "models": _cmd_models,
     }
     started = time.monotonic()
     try:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.discord_settings import DiscordSettings
 from pipeline.errors import ConfigError
+from transports.webrtc.settings import WebRTCSettings
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -135,6 +136,7 @@ class Settings(_Strict):
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
     discord: DiscordSettings = DiscordSettings()
+    webrtc: WebRTCSettings = WebRTCSettings()
     voices: VoicesSettings = VoicesSettings()
 
     def engine(self, kind: str) -> EngineSettings:
@@ -142,7 +144,7 @@ class Settings(_Strict):
         return getattr(self, kind)
 
 
-_SECTIONS = ("vad", "languages", "pipeline", "server", "discord", "voices")
+_SECTIONS = ("vad", "languages", "pipeline", "server", "webrtc", "discord", "voices")
 _TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 

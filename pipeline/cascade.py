@@ -57,10 +57,9 @@ class Engines:
                 if target == lang:
                     continue
                 if not self.mt.supports(lang, target):
-                    pairs = ", ".join(f"{s}→{t}" for s, t in self.mt.pairs())
                     raise UnsupportedLanguageError(
                         f"mt engine '{self.mt.name}' cannot translate {lang}→{target} "
-                        f"(it can: {pairs})"
+                        f"(it can: {_some_pairs(self.mt.pairs(), lang)})"
                     )
         for target in listeners:
             if target not in self.tts.languages:
@@ -76,6 +75,17 @@ class Engines:
                 engine.close()
             except Exception as exc:  # noqa: BLE001 - closing the rest matters more
                 logger.warning(f"closing {engine.name} failed: {exc}")
+
+
+def _some_pairs(pairs: list[tuple[str, str]], source: str, limit: int = 12) -> str:
+    """The pairs an MT engine offers, those from ``source`` first, cut to ``limit``.
+
+    A many-to-many model (NLLB: ~5,700 pairs) must not turn one error into a page.
+    """
+    ordered = sorted(pairs, key=lambda p: (p[0] != source, p))
+    shown = ", ".join(f"{s}→{t}" for s, t in ordered[:limit])
+    more = len(ordered) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def build_cascade(

@@ -17,19 +17,96 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_serve_prints_what_it_will_start():
-    result = run("serve", "--profile", "offline")
-    assert result.returncode == 0, result.stderr
-    assert "profile 'offline'" in result.stdout and "http://127.0.0.1:8080/" in result.stdout
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def test_serve_with_the_gpu_profile_says_it_is_not_available_yet():
-    result = run("serve", "--profile", "gpu")
+def test_serve_starts_the_room_server_and_stops_on_ctrl_c():
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    script = Path(sys.executable).with_name("polyvox")
+    env = {**__import__("os").environ}
+    env.pop("DISCORD_TOKEN", None)
+    env.pop("POLYVOX_ROOM_SECRET", None)
+    proc = subprocess.Popen(
+        [str(script), "serve", "--profile", "offline", "--set", f"server.port={port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "rooms at" in line:
+                break
+        assert any(f"http://127.0.0.1:{port}/" in line for line in lines), (lines, proc.poll())
+        assert any("Discord bot starts when DISCORD_TOKEN is set" in line for line in lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+            assert json.loads(reply.read()).get("status") == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+            assert b"<html" in reply.read().lower()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_serve_on_a_public_address_without_a_secret_refuses_to_start():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "POLYVOX_ROOM_SECRET"}
+    script = Path(sys.executable).with_name("polyvox")
+    result = subprocess.run(
+        [str(script), "serve", "--set", "server.host=0.0.0.0"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "polyvox: error: asr.engine 'nemo' is not available in this version of polyvox yet "
-        "(it comes with the gpu/cpu profiles); use --profile offline"
-    ]
+    assert "POLYVOX_ROOM_SECRET" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_token_needs_the_secret_and_prints_a_verifiable_token():
+    import os
+
+    from transports.webrtc.tokens import verify_token
+
+    script = Path(sys.executable).with_name("polyvox")
+    env = {k: v for k, v in os.environ.items() if k != "POLYVOX_ROOM_SECRET"}
+    missing = subprocess.run([str(script), "token", "demo"], capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and "POLYVOX_ROOM_SECRET is not set" in missing.stderr
+    env["POLYVOX_ROOM_SECRET"] = "s3cret-for-tests-only-0123456789"
+    made = subprocess.run([str(script), "token", "demo"], capture_output=True, text=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    # verify_token returns None when valid, else the reason
+    assert verify_token(token, "demo", env["POLYVOX_ROOM_SECRET"]) is None
+    assert verify_token(token, "other-room", env["POLYVOX_ROOM_SECRET"]) == "token is not valid for this room"
+
+
+def test_gpu_profile_without_downloaded_models_names_the_model_and_the_pull_command():
+    result = run("serve", "--profile", "gpu", "--set", "server.port=1")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("polyvox:")]
+    assert len(lines) == 1, result.stderr
+    assert "nvidia/parakeet-tdt-0.6b-v2" in lines[0] and "polyvox models pull --profile gpu" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_models_pull_offline_is_one_clear_line():
+    result = run("models", "pull", "--profile", "cpu", "--no-progress")
+    assert result.returncode == 2
+    assert "polyvox models pull --profile cpu" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_config_prints_the_resolved_settings(capsys):

@@ -1,9 +1,7 @@
 """Engines by name: what ``config.yaml`` may choose for each stage.
 
 Entries are import paths, so a heavy backend is imported only when chosen (its
-extra may not be installed). An entry of ``None`` is a planned engine that this
-version does not ship yet; choosing it gives a clear error instead of an import
-failure.
+extra may not be installed; the engine's import error then names the extra).
 """
 
 from __future__ import annotations
@@ -13,12 +11,12 @@ import inspect
 from typing import Any
 
 from pipeline.engines.base import Engine
-from pipeline.errors import ConfigError, EngineUnavailableError
+from pipeline.errors import ConfigError
 
 __all__ = ["ENGINES", "create_engine", "engine_class", "engine_names"]
 
-#: kind → engine name → "module:Class" (or None: planned, not available yet).
-ENGINES: dict[str, dict[str, str | None]] = {
+#: kind → engine name → "module:Class".
+ENGINES: dict[str, dict[str, str]] = {
     "vad_engine": {
         "silero": "pipeline.engines.vad.silero:SileroVADEngine",
     },
@@ -29,15 +27,15 @@ ENGINES: dict[str, dict[str, str | None]] = {
     },
     "asr": {
         "pocketsphinx": "pipeline.engines.asr.pocketsphinx:PocketSphinxASREngine",
-        "nemo": None,
+        "nemo": "pipeline.engines.asr.nemo:NeMoASREngine",
     },
     "mt": {
         "apertium": "pipeline.engines.mt.apertium:ApertiumMTEngine",
-        "nllb": None,
+        "nllb": "pipeline.engines.mt.nllb:NLLBMTEngine",
     },
     "tts": {
         "espeak": "pipeline.engines.tts.espeak:EspeakTTSEngine",
-        "xtts": None,
+        "xtts": "pipeline.engines.tts.xtts:XTTSEngine",
     },
 }
 
@@ -52,7 +50,6 @@ def engine_class(kind: str, name: str) -> type[Engine]:
 
     Raises:
         ConfigError: no such engine.
-        EngineUnavailableError: the engine is planned but not in this version.
         ImportError: its optional dependencies are missing (the message names the extra).
     """
     table = ENGINES.get(kind)
@@ -63,11 +60,6 @@ def engine_class(kind: str, name: str) -> type[Engine]:
             f"{kind}.engine: unknown engine '{name}' (choose from: {', '.join(engine_names(kind))})"
         )
     target = table[name]
-    if target is None:
-        raise EngineUnavailableError(
-            f"{kind}.engine '{name}' is not available in this version of polyvox yet "
-            f"(it comes with the gpu/cpu profiles); use --profile offline"
-        )
     module_name, _, class_name = target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, class_name)

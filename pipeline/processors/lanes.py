@@ -28,6 +28,8 @@ class _Lane:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Frame] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        #: Frames queued or being worked on.
+        self.busy = 0
 
 
 class UserLaneProcessor(FrameProcessor):
@@ -75,6 +77,17 @@ class UserLaneProcessor(FrameProcessor):
         """Participants that have a lane."""
         return list(self._lanes)
 
+    def lane_idle(self, user_id: str) -> bool:
+        """Whether nothing is queued or in progress for ``user_id``."""
+        lane = self._lanes.get(user_id)
+        return lane is None or lane.busy == 0
+
+    async def forget_lane(self, user_id: str) -> None:
+        """Stop and drop one participant's lane (they left); what it still held is lost."""
+        lane = self._lanes.pop(user_id, None)
+        if lane is not None and lane.task is not None:
+            await self.cancel_task(lane.task)
+
     # -- pipecat ------------------------------------------------------------------
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -106,12 +119,14 @@ class UserLaneProcessor(FrameProcessor):
         if self._max_pending is not None and lane.queue.qsize() >= self._max_pending:
             dropped = lane.queue.get_nowait()
             lane.queue.task_done()
+            lane.busy -= 1
             await self._report(
                 f"{self.stage}: participant {key} is {self._max_pending} utterances behind; "
                 "dropping the oldest",
                 None,
                 getattr(dropped, "utterance", None),
             )
+        lane.busy += 1
         lane.queue.put_nowait(frame)
 
     async def _run_lane(self, key: str, lane: _Lane) -> None:
@@ -125,6 +140,7 @@ class UserLaneProcessor(FrameProcessor):
             finally:
                 for _ in batch:
                     lane.queue.task_done()
+                lane.busy -= len(batch)
 
     async def drain(self) -> None:
         """Wait until every lane has worked through its queue."""

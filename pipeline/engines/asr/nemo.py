@@ -1,0 +1,419 @@
+"""Speech recognition with NVIDIA NeMo (the ``gpu``/``cpu`` profiles).
+
+Any NeMo ASR checkpoint works: Parakeet (CTC, RNN-T or TDT), FastConformer hybrid
+RNN-T/CTC models, and prompt-conditioned multilingual models. The model setting is a
+hub name (``nvidia/parakeet-tdt-0.6b-v2``, fetched into the Hugging Face cache) or a
+local ``.nemo`` file (``ASRModel.restore_from``); either way the weights are restored
+from the ``.nemo`` archive on this machine, through :func:`pipeline.models.resolve_model`.
+
+Audio never touches the disk: utterances are padded into one batch tensor and run
+through the model's own forward and decoding steps (the same ones its ``transcribe()``
+uses, minus the temporary manifest and data loader).
+
+Languages:
+    A checkpoint does not say which languages it speaks, so the engine works it out
+    from the model name (``stt_es_...`` → Spanish, Parakeet v2 → English, Parakeet v3 →
+    its 25 European languages), from a prompt dictionary (prompt-conditioned models),
+    or takes the ``languages`` option (``--set 'asr.options.languages=[es]'``), which
+    always wins. The language passed to ``transcribe`` is checked against that list;
+    prompt-conditioned models also receive it as their language prompt, while models
+    that detect the language themselves (Parakeet-TDT-0.6B-v3) just transcribe.
+
+Licence: NVIDIA's Parakeet and FastConformer checkpoints are CC-BY-4.0.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import nullcontext
+from typing import Any, ClassVar
+
+import numpy as np
+from loguru import logger
+
+from pipeline.engines.base import ASREngine, Transcript
+from pipeline.engines.batching import MicroBatcher
+from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
+from pipeline.models import resolve_model
+
+__all__ = ["NeMoASREngine"]
+
+_INSTALL_HINT = "NeMo is not installed: pip install 'polyvox[gpu]' (nemo_toolkit[asr])"
+
+#: Shorter utterances hold no word; the encoder's 8x subsampling also needs a few frames.
+_MIN_SECONDS = 0.1
+#: The 25 languages of Parakeet-TDT-0.6B-v3 (and Canary-1B-v2).
+_EUROPEAN_25 = (
+    "bg", "cs", "da", "de", "el", "en", "es", "et", "fi", "fr", "hr", "hu", "it",
+    "lt", "lv", "mt", "nl", "pl", "pt", "ro", "ru", "sk", "sl", "sv", "uk",
+)
+_MODEL_LANGUAGES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"parakeet-tdt-0\.6b-v3|canary-1b-v2", re.I), _EUROPEAN_25),
+    (re.compile(r"parakeet", re.I), ("en",)),
+    (re.compile(r"(?:^|[/_-])stt_([a-z]{2})(?:_|$)", re.I), ()),  # language from the name
+)
+_PUNCTUATION = set(".,?!")
+
+
+class NeMoASREngine(ASREngine):
+    """NeMo ASR with cross-participant micro-batching.
+
+    One dedicated thread owns the model (a :class:`MicroBatcher`): ``transcribe`` calls
+    from any number of threads queue there, and every call that arrives while the model
+    is busy, or within ``batch_window_ms`` of the first, is transcribed in the same
+    forward pass. Prompt-conditioned models batch per language.
+
+    Args:
+        model: Hub name or local ``.nemo`` path.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
+        dtype: Autocast dtype on CUDA: ``auto`` (bfloat16 where supported, else float16),
+            ``float16``, ``bfloat16`` or ``float32`` (no autocast). CPU always runs float32.
+        languages: ISO 639-1 codes the checkpoint transcribes (see the module doc).
+        decoder: For hybrid RNN-T/CTC checkpoints: ``rnnt`` (more accurate, the default)
+            or ``ctc`` (faster).
+        punctuated: Whether the model writes punctuation and capitals; ``None`` detects it
+            from the tokenizer's vocabulary.
+        max_batch: Most utterances in one forward pass.
+        batch_window_ms: How long the first utterance of a batch waits for company.
+    """
+
+    name: ClassVar[str] = "nemo"
+    sample_rate: ClassVar[int] = 16000
+
+    def __init__(
+        self,
+        *,
+        model: str = "nvidia/parakeet-tdt-0.6b-v2",
+        device: str = "auto",
+        dtype: str = "auto",
+        languages: list[str] | None = None,
+        decoder: str | None = None,
+        punctuated: bool | None = None,
+        max_batch: int = 8,
+        batch_window_ms: float = 10.0,
+    ) -> None:
+        if decoder not in (None, "rnnt", "ctc"):
+            raise ValueError(f"decoder must be rnnt or ctc, not {decoder!r}")
+        if dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, not {dtype!r}")
+        self.model_name = model
+        self._device_setting = device
+        self._dtype_setting = dtype
+        self._decoder = decoder
+        self._punctuated_setting = punctuated
+        self._max_batch = max_batch
+        self._window_ms = batch_window_ms
+        self._configured_languages = [str(x).lower() for x in languages] if languages else None
+        # An instance attribute: which languages depends on the checkpoint.
+        self.languages = frozenset(  # type: ignore[misc]
+            self._configured_languages or _languages_from_name(model) or ("en",)
+        )
+        self.punctuated = bool(punctuated)
+        self._prompts: dict[str, str] = {}
+        self._load_lock = threading.Lock()
+        self._model: Any = None
+        self._batcher: MicroBatcher[str, np.ndarray, Transcript] | None = None
+        self._autocast: Any = None
+        self.device: str | None = None
+        #: The decoder in use: ``ctc``, ``rnnt`` or ``tdt``.
+        self.decoder_type: str | None = None
+
+    # --- Engine ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Restore the checkpoint onto the device (once; later calls return at once).
+
+        Raises:
+            ImportError: NeMo (or torch) is not installed.
+            ModelMissingError: the model is not on this machine and cannot be fetched.
+            EngineUnavailableError: the file is not a NeMo ASR checkpoint, or has no
+                decoder of the requested kind.
+        """
+        with self._load_lock:
+            if self._model is not None:
+                return
+            try:
+                import torch
+                from nemo.collections.asr.models import ASRModel
+            except ImportError as exc:
+                raise ImportError(_INSTALL_HINT) from exc
+
+            path = resolve_model(self.model_name, kind="asr", allow_patterns=["*.nemo", "*.json", "*.md"])
+            nemo_file = _find_nemo_file(path, self.model_name)
+            device = _pick_device(self._device_setting, torch)
+            try:
+                model = ASRModel.restore_from(str(nemo_file), map_location=torch.device(device))
+            except Exception as exc:  # noqa: BLE001 - NeMo raises anything from a bad archive
+                raise EngineUnavailableError(
+                    f"asr.model '{self.model_name}' could not be restored as a NeMo ASR model: "
+                    f"{_one_line(exc)}"
+                ) from exc
+            model.eval()
+            self._configure_decoder(model)
+            self._prompts = _prompt_languages(model)
+            if self._configured_languages is None and self._prompts:
+                self.languages = frozenset(self._prompts)
+            self.punctuated = (
+                self._punctuated_setting
+                if self._punctuated_setting is not None
+                else _writes_punctuation(model)
+            )
+            self.device = device
+            self._autocast = _autocast(self._dtype_setting, device, torch)
+            self._model = model
+            self._batcher = MicroBatcher(
+                self._transcribe_batch,
+                max_batch=self._max_batch,
+                window_ms=self._window_ms,
+                name="nemo-asr-batcher",
+            )
+            logger.debug(
+                "NeMo {} ({}, {} decoder) on {}; languages {}; punctuated {}",
+                self.model_name, type(model).__name__, self.decoder_type, device,
+                ",".join(sorted(self.languages)), self.punctuated,
+            )
+
+    def warmup(self) -> None:
+        """Transcribe one second of faint noise (builds kernels and caches)."""
+        self.load()
+        rng = np.random.default_rng(0)
+        noise = rng.normal(0.0, 30.0, self.sample_rate).astype(np.int16)
+        self.transcribe(noise, self.sample_rate, sorted(self.languages)[0])
+
+    def close(self) -> None:
+        """Stop the batcher and drop the model; a later call loads it again."""
+        with self._load_lock:
+            batcher, self._batcher = self._batcher, None
+            self._model = None
+        if batcher is not None:
+            batcher.close()
+
+    # --- ASREngine ---------------------------------------------------------------------
+
+    def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str) -> Transcript:
+        """Transcribe one utterance (batched with concurrent callers' utterances).
+
+        Args:
+            pcm: Mono samples, 1-D int16 (or float in [-1, 1]).
+            sample_rate: Must be 16000.
+            language: ISO 639-1 code; must be one of ``languages``.
+
+        Returns:
+            The text as the model writes it; ``punctuated`` tells whether that includes
+            punctuation and capitals. ``extra["decoder"]`` names the decoder used.
+
+        Raises:
+            UnsupportedLanguageError: ``language`` is not in ``languages``.
+            EngineError: wrong sample rate, shape or dtype (not retryable), or the model
+                failed (retryable).
+        """
+        return self.transcribe_batch([(pcm, sample_rate, language)])[0]
+
+    def transcribe_batch(self, items: list[tuple[np.ndarray, int, str]]) -> list[Transcript]:
+        """Transcribe several utterances in as few forward passes as possible."""
+        prepared: list[tuple[int, str, np.ndarray]] = []
+        results: list[Transcript | None] = [None] * len(items)
+        for index, (pcm, sample_rate, language) in enumerate(items):
+            code = self._check_language(language)
+            if sample_rate != self.sample_rate:
+                raise EngineError(
+                    f"NeMo ASR needs {self.sample_rate} Hz audio, got {sample_rate} Hz",
+                    retryable=False,
+                )
+            samples = _as_float(pcm)
+            if samples.size < _MIN_SECONDS * self.sample_rate:
+                results[index] = Transcript(text="", language=code, punctuated=self.punctuated)
+                continue
+            prepared.append((index, code, samples))
+        if prepared:
+            if self._batcher is None:
+                self.load()
+            batcher = self._batcher
+            if batcher is None:
+                raise EngineError("the NeMo engine is closed", retryable=False)
+            # Prompt-conditioned models need one language per batch; others batch freely.
+            by_key: dict[str, list[tuple[int, np.ndarray]]] = {}
+            for index, code, samples in prepared:
+                by_key.setdefault(code if self._prompts else "", []).append((index, samples))
+            for key, group in by_key.items():
+                outputs = batcher.submit(key, [samples for _, samples in group])
+                for (index, _), transcript in zip(group, outputs, strict=True):
+                    results[index] = transcript
+        final: list[Transcript] = []
+        for (_, _, language), transcript in zip(items, results, strict=True):
+            assert transcript is not None
+            final.append(Transcript(
+                text=transcript.text,
+                language=self._check_language(language),
+                punctuated=transcript.punctuated,
+                confidence=transcript.confidence,
+                extra=dict(transcript.extra),
+            ))
+        return final
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _check_language(self, language: str) -> str:
+        code = language.strip().lower().replace("_", "-").split("-", 1)[0]
+        if code not in self.languages:
+            raise UnsupportedLanguageError(
+                f"asr.model '{self.model_name}' does not transcribe '{language}' "
+                f"(it knows: {', '.join(sorted(self.languages))}; "
+                f"set asr.options.languages if the checkpoint knows more)"
+            )
+        return code
+
+    def _configure_decoder(self, model: Any) -> None:
+        has_ctc_head = hasattr(model, "ctc_decoder")
+        has_rnnt = hasattr(model, "joint")
+        if self._decoder == "ctc" and has_rnnt and not has_ctc_head:
+            raise EngineUnavailableError(
+                f"asr.model '{self.model_name}' has no CTC decoder (asr.options.decoder=ctc)"
+            )
+        if self._decoder == "rnnt" and not has_rnnt:
+            raise EngineUnavailableError(
+                f"asr.model '{self.model_name}' has no RNN-T decoder (asr.options.decoder=rnnt)"
+            )
+        if has_rnnt and has_ctc_head:
+            model.change_decoding_strategy(decoder_type=self._decoder or "rnnt", verbose=False)
+        if not has_rnnt or self._decoder == "ctc":
+            self.decoder_type = "ctc"
+        else:
+            loss = str(model.cfg.get("loss", {}).get("loss_name", ""))
+            self.decoder_type = "tdt" if loss == "tdt" else "rnnt"
+
+    def _transcribe_batch(self, language: str, batch: list[np.ndarray]) -> list[Transcript]:
+        """Batcher thread: one forward pass and decode for ``batch``."""
+        import torch
+
+        model = self._model
+        lengths = torch.tensor([len(a) for a in batch], dtype=torch.long)
+        signal = torch.zeros((len(batch), int(lengths.max())), dtype=torch.float32)
+        for row, samples in enumerate(batch):
+            signal[row, : len(samples)] = torch.from_numpy(samples)
+        config = self._transcribe_config(language)
+        try:
+            with torch.inference_mode(), self._autocast():
+                outputs = model._transcribe_forward(
+                    (signal.to(self.device), lengths.to(self.device)), config
+                )
+                hypotheses = model._transcribe_output_processing(outputs, config)
+        except torch.cuda.OutOfMemoryError as exc:  # type: ignore[attr-defined]
+            torch.cuda.empty_cache()
+            raise EngineError(f"NeMo ran out of GPU memory on {len(batch)} utterances") from exc
+        except (RuntimeError, ValueError) as exc:
+            raise EngineError(f"NeMo failed to transcribe: {_one_line(exc)}") from exc
+        if isinstance(hypotheses, tuple):  # (best, n-best) from some decoders
+            hypotheses = hypotheses[0]
+        transcripts = []
+        for hypothesis in hypotheses:
+            text = hypothesis if isinstance(hypothesis, str) else getattr(hypothesis, "text", "")
+            transcripts.append(Transcript(
+                text=" ".join(str(text).split()),
+                language=language or "",
+                punctuated=self.punctuated,
+                extra={"decoder": self.decoder_type, "model": self.model_name, "batch_size": len(batch)},
+            ))
+        return transcripts
+
+    def _transcribe_config(self, language: str) -> Any:
+        from nemo.collections.asr.parts.mixins.transcription import TranscribeConfig
+
+        if self._prompts and language:
+            from nemo.collections.asr.models.rnnt_bpe_models_prompt import (
+                RNNTPromptTranscribeConfig,
+            )
+
+            return RNNTPromptTranscribeConfig(
+                batch_size=self._max_batch, return_hypotheses=True, verbose=False,
+                target_lang=self._prompts[language],
+            )
+        return TranscribeConfig(batch_size=self._max_batch, return_hypotheses=True, verbose=False)
+
+
+def _languages_from_name(model: str) -> tuple[str, ...]:
+    for pattern, languages in _MODEL_LANGUAGES:
+        match = pattern.search(model)
+        if match is None:
+            continue
+        if languages:
+            return languages
+        return (match.group(1).lower(),)
+    return ()
+
+
+def _prompt_languages(model: Any) -> dict[str, str]:
+    """ISO code → the model's prompt key (``en`` → ``en-US``) for prompt-conditioned models."""
+    defaults = model.cfg.get("model_defaults") or {}
+    prompts = defaults.get("prompt_dictionary") or {}
+    out: dict[str, str] = {}
+    for key in prompts:
+        code = str(key).lower().replace("_", "-").split("-", 1)[0]
+        if len(code) == 2 and code not in out:
+            out[code] = str(key)
+    return out
+
+
+def _writes_punctuation(model: Any) -> bool:
+    """A PnC model's tokenizer has pieces with punctuation and with capital letters."""
+    tokenizer = getattr(model, "tokenizer", None)
+    vocab: list[str] = []
+    try:
+        if tokenizer is not None and hasattr(tokenizer, "vocab"):
+            vocab = list(tokenizer.vocab)
+        elif hasattr(model, "decoder") and hasattr(model.decoder, "vocabulary"):
+            vocab = list(model.decoder.vocabulary)
+    except (AttributeError, TypeError):
+        return False
+    pieces = "".join(str(piece) for piece in vocab)
+    return any(ch in _PUNCTUATION for ch in pieces) and any(ch.isupper() for ch in pieces)
+
+
+def _find_nemo_file(path: Any, model: str) -> Any:
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.nemo"))
+    if not found:
+        raise EngineUnavailableError(f"asr.model '{model}': no .nemo file in {path}")
+    return found[0]
+
+
+def _pick_device(setting: str, torch: Any) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailableError(f"device '{setting}' requested but CUDA is not available")
+    return setting
+
+
+def _autocast(setting: str, device: str, torch: Any) -> Any:
+    """A context-manager factory: fp16/bf16 autocast on CUDA, nothing on CPU.
+
+    NeMo's preprocessors switch autocast off for the mel spectrogram themselves, so the
+    numerically delicate part stays float32.
+    """
+    if not device.startswith("cuda") or setting == "float32":
+        return nullcontext
+    if setting == "auto":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = getattr(torch, setting)
+    return lambda: torch.autocast("cuda", dtype=dtype)
+
+
+def _as_float(pcm: np.ndarray) -> np.ndarray:
+    """1-D float32 samples in [-1, 1] from int16 (or float) audio."""
+    array = np.asarray(pcm)
+    if array.ndim != 1:
+        raise EngineError(f"NeMo ASR needs mono 1-D audio, got shape {array.shape}", retryable=False)
+    if array.dtype == np.int16:
+        return array.astype(np.float32) / 32768.0
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array.astype(np.float32), -1.0, 1.0)
+    raise EngineError(f"NeMo ASR needs int16 or float audio, got {array.dtype}", retryable=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,190 @@
+"""Rooms over real WebRTC on loopback (aiortc clients, fake engines): who hears what,
+captions for everyone, and a participant who drops mid-utterance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from pipecat.processors.frame_processor import FrameProcessor
+
+from pipeline.frames import UtteranceAudioFrame
+from pipeline.processors.audio_input import AudioInputProcessor
+from pipeline.processors.denoise import DenoiseProcessor
+from pipeline.processors.lanes import UserLaneProcessor
+from pipeline.processors.vad import VADSegmenterProcessor
+from pipeline.segmenter import SegmenterParams
+from tests.fakes import dominant_frequency, fake_engines, silence, tone
+from transports.webrtc import RoomServer, WebRTCSettings
+from transports.webrtc.client import RoomClient
+
+PARAMS = SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0)
+
+
+@pytest.fixture
+async def server():
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"], foreign_gain=0.3, duck_gain=0.15)
+    async with RoomServer(fake_engines(), settings, port=0, segmenter=PARAMS) as srv:
+        yield srv
+
+
+async def wait_for(predicate, within: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def final_captions(client: RoomClient) -> list[dict]:
+    return [c for c in client.captions if c["final"]]
+
+
+def between(client: RoomClient, start: float, end: float) -> np.ndarray:
+    """What ``client`` received between two monotonic times."""
+    parts = [pcm for t, pcm in client.heard if start <= t < end]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+
+def loud_part(pcm: np.ndarray, threshold: float = 200.0) -> np.ndarray:
+    """The 20 ms pieces of ``pcm`` louder than ``threshold`` (RMS), joined."""
+    pieces = [pcm[i : i + 960] for i in range(0, len(pcm) - 959, 960)]
+    loud = [p for p in pieces if rms(p) > threshold]
+    return np.concatenate(loud) if loud else np.zeros(0, dtype=np.int16)
+
+
+def rms(pcm: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
+
+
+async def test_each_listener_hears_their_language_and_everyone_gets_captions(server):
+    alice = RoomClient(server.url, "r", name="Alice", speaks="en", hears="en")
+    bob = RoomClient(server.url, "r", name="Bob", speaks="es", hears="es")
+    carol = RoomClient(server.url, "r", name="Carol", speaks="en", hears="en")
+    for c in (alice, bob, carol):
+        await c.join()
+    await asyncio.sleep(0.5)
+    said = alice.mic.say(np.concatenate([tone(440, 0.8), silence(0.1)]))
+    await wait_for(lambda: final_captions(bob), what="Bob's caption")
+
+    caption = final_captions(bob)[0]
+    assert caption["participant_id"] == alice.participant_id and caption["name"] == "Alice"
+    assert caption["language"] == "en" and caption["text"] == "Tone 440."
+    assert caption["translations"] == {"es": "[es] Tone 440."}
+    # Captions go to everyone, the speaker included.
+    await wait_for(lambda: final_captions(alice) and final_captions(carol), what="everyone's captions")
+    assert final_captions(carol)[0]["translations"] == caption["translations"]
+
+    # Bob (Spanish) hears the interpretation: the beep TTS speaks 880 Hz, 100 ms a word.
+    spoken_end = alice.mic.spoken[said][1]
+    first = await wait_for(lambda: bob.first_sound_after(caption["received_at"] - 0.05, threshold=2000), what="interpretation")
+    await asyncio.sleep(0.6)
+    interpretation = bob.audio(first)[: int(0.3 * 48000)]
+    assert abs(dominant_frequency(interpretation, 48000) - 880) < 20
+    assert first > spoken_end  # interpreted after the speech ended
+    # ... and, before it, Alice's own voice at a reduced level.
+    start, end = alice.mic.spoken[said]
+    original = loud_part(between(bob, start, first))
+    assert len(original) > 0.3 * 48000 and abs(dominant_frequency(original, 48000) - 440) < 20
+    # Carol (English) hears Alice directly at full level, and no interpretation.
+    direct = loud_part(between(carol, start, end + 2.0))
+    assert abs(dominant_frequency(direct, 48000) - 440) < 20
+    assert rms(direct) > 2.0 * rms(original)
+    assert not any(abs(dominant_frequency(pcm, 48000) - 880) < 50 for _, pcm in carol.heard if rms(pcm) > 300)
+    # Alice does not hear herself.
+    assert rms(alice.audio(alice.mic.spoken[said][0])) < 300
+
+    text = server.metrics.render()
+    assert server.metrics.stage_latency.count("end_to_first_audio") == 1
+    assert server.metrics.stage_latency.count("first_audio_out") == 1
+    assert "polyvox_participants 3" in text and "polyvox_rooms 1" in text
+    for c in (alice, bob, carol):
+        await c.leave()
+    await wait_for(lambda: not server.rooms, what="the room to close")
+
+
+async def test_a_participant_dropping_mid_utterance_leaves_the_room_working_and_is_released(server):
+    alice = RoomClient(server.url, "r", name="Alice", speaks="en", hears="en")
+    bob = RoomClient(server.url, "r", name="Bob", speaks="es", hears="es")
+    carol = RoomClient(server.url, "r", name="Carol", speaks="en", hears="en")
+    for c in (alice, bob, carol):
+        await c.join()
+    session = server.rooms["r"]
+    aid = alice.participant_id
+    await asyncio.sleep(0.5)
+    said = alice.mic.say(tone(440, 3.0))
+    await wait_for(lambda: said in alice.mic.spoken, what="Alice to start talking")
+    await asyncio.sleep(0.8)
+    await alice.close()  # mid-utterance, without saying goodbye
+
+    await wait_for(lambda: aid not in session.transport.peers, within=20, what="the server to notice")
+    listing = session.describe()
+    assert [p["name"] for p in listing["participants"]] == ["Bob", "Carol"]
+    # What Alice said before dropping still reaches the others...
+    await wait_for(lambda: [c for c in final_captions(bob) if c["participant_id"] == aid], what="Alice's last words")
+    # ...and then nothing of hers is left anywhere.
+    def released() -> bool:
+        lanes = any(aid in p.lane_ids() for p in session.processors if isinstance(p, UserLaneProcessor))
+        vad = next(p for p in session.processors if isinstance(p, VADSegmenterProcessor))
+        audio_in = next(p for p in session.processors if isinstance(p, AudioInputProcessor))
+        denoise = next(p for p in session.processors if isinstance(p, DenoiseProcessor))
+        return (
+            not lanes
+            and aid not in session.room.participants
+            and aid not in vad._segmenters  # noqa: SLF001
+            and aid not in denoise._filters  # noqa: SLF001
+            and not any(key[0] == aid for key in audio_in._resamplers)  # noqa: SLF001
+        )
+
+    await wait_for(released, what="Alice's resources to be released")
+    assert all(aid not in p.mixer._direct for p in session.transport.peers.values())  # noqa: SLF001
+
+    # The room goes on: Carol speaks, Bob gets her interpretation.
+    carol.mic.say(np.concatenate([tone(660, 0.8), silence(0.1)]))
+    caption = await wait_for(
+        lambda: [c for c in final_captions(bob) if c["participant_id"] == carol.participant_id], what="Carol's caption"
+    )
+    assert caption[0]["translations"] == {"es": "[es] Tone 660."}
+    assert server.metrics.render().count("polyvox_participants 2") == 1
+
+    await bob.leave()
+    await carol.close()
+    await wait_for(lambda: not server.rooms, what="the empty room to be removed")
+    await wait_for(lambda: session.task is not None and session.task.done(), what="its pipeline to stop")
+
+
+class RecordingVoiceCapture(FrameProcessor):
+    """Stands in for the voice-capture processor: a profile from the first utterance."""
+
+    def __init__(self, room) -> None:
+        super().__init__()
+        self.room = room
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, UtteranceAudioFrame):
+            participant = self.room.participants.get(frame.user_id)
+            if participant is not None and participant.voice is None:
+                participant.voice = f"profile:{participant.name}:{len(frame.audio)}"
+        await self.push_frame(frame, direction)
+
+
+async def test_a_voice_capture_processor_plugs_in_and_later_utterances_use_the_voice():
+    engines = fake_engines()
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"])
+    async with RoomServer(engines, settings, port=0, segmenter=PARAMS, voice_capture=RecordingVoiceCapture) as srv:
+        alice = RoomClient(srv.url, "v", name="Alice", speaks="en", hears="en")
+        bob = RoomClient(srv.url, "v", name="Bob", speaks="es", hears="es")
+        await alice.join()
+        await bob.join()
+        alice.mic.say(np.concatenate([tone(440, 0.6), silence(0.6), tone(660, 0.6), silence(0.2)]))
+        await wait_for(lambda: len(final_captions(bob)) == 2, what="both captions")
+        voice = srv.rooms["v"].room.participants[alice.participant_id].voice
+        assert isinstance(voice, str) and voice.startswith("profile:Alice:")
+        assert engines.tts.voices[-1] == voice  # the second utterance was spoken in it
+        await alice.leave()
+        await bob.leave()

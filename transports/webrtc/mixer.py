@@ -1,0 +1,196 @@
+"""What one listener hears: a mix of direct speech and interpretation, as an aiortc track.
+
+Every listener has a :class:`ListenerMixer` fed from two kinds of sources:
+
+* **direct** audio of every other participant, live as it arrives (at full volume when
+  the speaker talks the listener's language, ducked under otherwise), capped at a short
+  buffer so a late listener never falls behind the call;
+* **interpretation** of other participants' utterances into the listener's language,
+  played one utterance after another in order of arrival (never cut, never capped).
+
+:class:`ListenerAudioTrack` pulls 20 ms of 48 kHz mono from the mixer per frame, paced by
+the wall clock, and sends silence while nothing plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+__all__ = ["MIX_RATE", "FRAME_SAMPLES", "ListenerAudioTrack", "ListenerMixer"]
+
+#: The rate everything is mixed and sent at (Opus' native rate).
+MIX_RATE = 48000
+#: Samples per outgoing frame: 20 ms.
+FRAME_SAMPLES = MIX_RATE // 50
+#: Direct audio older than this is dropped: a listener hears the call live or not at all.
+MAX_DIRECT_SECONDS = 0.3
+
+
+@dataclass
+class _Segment:
+    """One utterance's interpretation, growing as TTS chunks arrive."""
+
+    key: Any
+    chunks: deque[np.ndarray] = field(default_factory=deque)
+    done: bool = False
+    started: bool = False
+    on_start: Callable[[], None] | None = None
+
+
+class ListenerMixer:
+    """Mixes the sources one listener hears into 20 ms frames (not thread-safe: event loop only).
+
+    Args:
+        duck_gain: Gain of direct speech while an interpretation plays (the original
+            "ducked underneath").
+    """
+
+    def __init__(self, *, duck_gain: float = 0.25) -> None:
+        self.duck_gain = duck_gain
+        self._direct: dict[str, tuple[deque[np.ndarray], float]] = {}
+        self._segments: deque[_Segment] = deque()
+        self._open: dict[Any, _Segment] = {}
+
+    # -- feeding ------------------------------------------------------------------
+
+    def add_direct(self, source: str, pcm: np.ndarray, gain: float) -> None:
+        """Live audio (48 kHz mono int16) of participant ``source`` at ``gain``."""
+        if gain <= 0.0 or not len(pcm):
+            return
+        queue, _ = self._direct.get(source, (deque(), gain))
+        queue.append(pcm)
+        held = sum(len(p) for p in queue)
+        while held > MAX_DIRECT_SECONDS * MIX_RATE and len(queue) > 1:
+            held -= len(queue.popleft())
+        self._direct[source] = (queue, gain)
+
+    def add_interpretation(
+        self, key: Any, pcm: np.ndarray, *, on_start: Callable[[], None] | None = None
+    ) -> None:
+        """A chunk (48 kHz mono int16) of the interpretation ``key`` (utterance, language)."""
+        segment = self._open.get(key)
+        if segment is None:
+            segment = self._open[key] = _Segment(key, on_start=on_start)
+            self._segments.append(segment)
+        if len(pcm):
+            segment.chunks.append(pcm)
+
+    def finish_interpretation(self, key: Any) -> None:
+        """No more chunks will come for ``key``."""
+        segment = self._open.pop(key, None)
+        if segment is not None:
+            segment.done = True
+
+    def remove_source(self, source: str) -> None:
+        """Forget a participant's direct audio (they left)."""
+        self._direct.pop(source, None)
+
+    @property
+    def interpreting(self) -> bool:
+        """Whether an interpretation is playing or waiting to play."""
+        return any(s.chunks for s in self._segments)
+
+    # -- pulling ------------------------------------------------------------------
+
+    def pull(self, samples: int = FRAME_SAMPLES) -> np.ndarray:
+        """The next ``samples`` of the mix as int16 (silence where nothing plays)."""
+        mix = np.zeros(samples, dtype=np.float32)
+        interpretation = self._take_interpretation(samples)
+        ducking = interpretation is not None
+        if interpretation is not None:
+            mix[: len(interpretation)] += interpretation
+        for source in list(self._direct):
+            queue, gain = self._direct[source]
+            taken = _take(queue, samples)
+            if taken is not None:
+                mix[: len(taken)] += taken * (min(gain, self.duck_gain) if ducking else gain)
+            if not queue:
+                del self._direct[source]
+        return np.clip(mix, -32768, 32767).astype(np.int16)
+
+    def _take_interpretation(self, samples: int) -> np.ndarray | None:
+        out: list[np.ndarray] = []
+        wanted = samples
+        while wanted > 0 and self._segments:
+            segment = self._segments[0]
+            if not segment.chunks:
+                if segment.done:
+                    self._segments.popleft()
+                    continue
+                break  # still being synthesized: wait, do not skip ahead
+            if not segment.started:
+                segment.started = True
+                if segment.on_start is not None:
+                    segment.on_start()
+            piece = _take(segment.chunks, wanted)
+            if piece is not None:
+                out.append(piece)
+                wanted -= len(piece)
+        if not out:
+            return None
+        return np.concatenate(out)
+
+
+def _take(queue: deque[np.ndarray], samples: int) -> np.ndarray | None:
+    """Up to ``samples`` from the front of a queue of chunks, as float32."""
+    parts: list[np.ndarray] = []
+    wanted = samples
+    while wanted > 0 and queue:
+        head = queue[0]
+        if len(head) <= wanted:
+            parts.append(head)
+            queue.popleft()
+            wanted -= len(head)
+        else:
+            parts.append(head[:wanted])
+            queue[0] = head[wanted:]
+            wanted = 0
+    if not parts:
+        return None
+    return np.concatenate(parts).astype(np.float32)
+
+
+class ListenerAudioTrack(MediaStreamTrack):
+    """An outgoing aiortc audio track: 20 ms of 48 kHz mono per frame from a mixer.
+
+    Paced by the wall clock like aiortc's own ``AudioStreamTrack`` (the encoder does
+    not pace), so a listener receives a steady stream with silence while idle.
+    """
+
+    kind = "audio"
+
+    def __init__(self, mixer: ListenerMixer) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self._start: float | None = None
+        self._timestamp = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._timestamp += FRAME_SAMPLES
+            wait = self._start + self._timestamp / MIX_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -1.0:
+                # The loop stalled for over a second: resynchronise rather than burst.
+                self._start = time.monotonic() - self._timestamp / MIX_RATE
+        pcm = self.mixer.pull(FRAME_SAMPLES)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = MIX_RATE
+        frame.pts = self._timestamp
+        frame.time_base = fractions.Fraction(1, MIX_RATE)
+        return frame

@@ -1,0 +1,43 @@
+"""Settings of the WebRTC room server (mounted by ``bot/config.py`` as ``webrtc:``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["WebRTCSettings"]
+
+
+class WebRTCSettings(BaseModel):
+    """The room server's limits, security and sound.
+
+    Attributes:
+        max_participants: Participants per room; one more gets 409.
+        max_rooms: Open rooms per server; a join that would open one more gets 429.
+        allowed_origins: Browser origins (``https://example.org``) allowed to call the
+            API besides the server's own; requests without ``Origin`` (non-browser
+            clients) are judged by their token alone.
+        require_token: Whether joining needs a room token. ``None``: required when a
+            secret is set or the server listens on a non-loopback address (where a
+            secret is then mandatory).
+        token_ttl_s: Lifetime of tokens ``polyvox token`` prints.
+        joins_per_minute: Join attempts per client address per minute (429 past it).
+        ice_servers: STUN/TURN URLs given to aiortc (``stun:stun.example.org:3478``);
+            empty: host candidates only (same network / loopback).
+        ice_addresses: Host addresses to gather ICE candidates on; ``None``: every
+            interface (plus loopback when listening on loopback).
+        foreign_gain: Gain of a speaker's own voice for listeners of another language.
+        duck_gain: Gain of direct speech while an interpretation plays.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    max_participants: int = Field(8, ge=1, le=64)
+    max_rooms: int = Field(32, ge=1)
+    allowed_origins: list[str] = Field(default_factory=list)
+    require_token: bool | None = None
+    token_ttl_s: int = Field(24 * 3600, ge=60)
+    joins_per_minute: int = Field(30, ge=1)
+    ice_servers: list[str] = Field(default_factory=list)
+    ice_addresses: list[str] | None = None
+    foreign_gain: float = Field(0.3, ge=0.0, le=1.0)
+    duck_gain: float = Field(0.15, ge=0.0, le=1.0)
