@@ -327,7 +327,7 @@ def pull_command(settings: Any, *, progress: bool = True, out: IO[str] | None = 
 
 
 def _size(path: Path) -> str:
-    total = 0
+    total: float = 0
     files: Iterable[Path] = path.rglob("*") if path.is_dir() else [path]
     for file in files:
         try:

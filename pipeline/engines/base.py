@@ -69,8 +69,8 @@ class Transcript:
 class ASREngine(Engine):
     """Speech to text."""
 
-    #: Languages this engine can transcribe (ISO 639-1).
-    languages: ClassVar[frozenset[str]] = frozenset()
+    #: Languages this engine can transcribe (ISO 639-1); may depend on the loaded model.
+    languages: frozenset[str] = frozenset()
     #: The sample rate the model wants; callers resample before calling.
     sample_rate: ClassVar[int] = 16000
 
@@ -119,7 +119,8 @@ class MTEngine(Engine):
 class TTSEngine(Engine):
     """Text to speech, streamed in chunks."""
 
-    languages: ClassVar[frozenset[str]] = frozenset()
+    #: Languages this engine can speak (ISO 639-1); may depend on the loaded model.
+    languages: frozenset[str] = frozenset()
     #: Whether ``synthesize`` honours a cloned ``voice``.
     clones_voices: ClassVar[bool] = False
 

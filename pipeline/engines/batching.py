@@ -127,7 +127,7 @@ class MicroBatcher(Generic[K, In, Out]):
                     stopping = True
                     break
                 pending.append(nxt)  # type: ignore[arg-type]
-                size += len(nxt.items)  # type: ignore[union-attr]
+                size += len(nxt.items)  # type: ignore[union-attr,attr-defined]
             self._serve(pending)
 
     def _serve(self, pending: list[_Request[K, In, Out]]) -> None:

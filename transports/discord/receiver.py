@@ -430,7 +430,8 @@ class VoiceReceiver:
             oldest = min(arrival for _, arrival in buffer.values())
             if not force and now - oldest < self.jitter:
                 return
-            first = min(buffer, key=lambda s: (s - stream.next_seq) % _SEQ_MOD)
+            next_seq = stream.next_seq
+            first = min(buffer, key=lambda s: (s - next_seq) % _SEQ_MOD)
             gap = (first - stream.next_seq) % _SEQ_MOD
             self._conceal(stream, gap, buffer[first][0])
             stream.next_seq = first

@@ -241,8 +241,9 @@ class NeMoASREngine(ASREngine):
                 for (index, _), transcript in zip(group, outputs, strict=True):
                     results[index] = transcript
         final: list[Transcript] = []
-        for (_, _, language), transcript in zip(items, results, strict=True):
-            assert transcript is not None
+        for (_, _, language), maybe in zip(items, results, strict=True):
+            assert maybe is not None
+            transcript = maybe
             final.append(Transcript(
                 text=transcript.text,
                 language=self._check_language(language),

@@ -1,0 +1,416 @@
+"""The real room page in Firefox (headless firefox-esr, driven over Marionette).
+
+Firefox joins as a Spanish listener through the page's form; an aiortc client then
+speaks a librivox sentence in English. The page must connect, open its captions
+channel, show the caption with Apertium's Spanish translation, and receive the
+interpretation audio on its remote audio element.
+
+Firefox is driven with a small Marionette client (JSON over TCP on loopback), so the
+test needs no Python package beyond the suite's own; it skips only when firefox-esr
+is not installed (apt install firefox-esr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot.app import load_engines, segmenter_params
+from bot.config import load_settings
+from transports.webrtc import RoomServer, WebRTCSettings
+from transports.webrtc.client import RoomClient
+
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(FIREFOX is None, reason="firefox-esr is not installed (apt install firefox-esr)"),
+]
+
+CLIP = 1  # "he was not an ill disposed young man"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+# A fresh profile: fake media devices with no permission prompt, autoplay allowed,
+# ICE on loopback with plain (not mDNS) host addresses, and every background service
+# that would reach the network switched off.
+PREFS: dict[str, Any] = {
+    "marionette.port": 0,  # any free port; Firefox writes it to MarionetteActivePort
+    "media.navigator.streams.fake": True,
+    "media.navigator.permission.disabled": True,
+    "media.autoplay.default": 0,
+    "media.autoplay.blocking_policy": 0,
+    "media.peerconnection.ice.loopback": True,
+    "media.peerconnection.ice.obfuscate_host_addresses": False,
+    "media.peerconnection.ice.default_address_only": False,
+    "media.peerconnection.ice.no_host": False,
+    "media.peerconnection.ice.proxy_only": False,
+    "media.peerconnection.use_document_iceservers": False,
+    "network.proxy.type": 0,
+    "network.dns.disablePrefetch": True,
+    "network.prefetch-next": False,
+    "network.predictor.enabled": False,
+    "network.http.speculative-parallel-limit": 0,
+    "network.captive-portal-service.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "network.trr.mode": 5,
+    "app.update.enabled": False,
+    "app.update.auto": False,
+    "app.normandy.enabled": False,
+    "app.normandy.api_url": "",
+    "app.shield.optoutstudies.enabled": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.homepage": "about:blank",
+    "browser.startup.page": 0,
+    "browser.newtabpage.enabled": False,
+    "browser.newtabpage.activity-stream.feeds.system.topstories": False,
+    "browser.newtabpage.activity-stream.feeds.topsites": False,
+    "browser.newtabpage.activity-stream.default.sites": "",
+    "browser.topsites.contile.enabled": False,
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.blockedURIs.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+    "browser.safebrowsing.downloads.remote.enabled": False,
+    "browser.safebrowsing.provider.google.updateURL": "",
+    "browser.safebrowsing.provider.google4.updateURL": "",
+    "browser.safebrowsing.provider.mozilla.updateURL": "",
+    "browser.safebrowsing.update.enabled": False,
+    "browser.search.update": False,
+    "browser.search.geoip.url": "",
+    "browser.region.network.url": "",
+    "browser.region.update.enabled": False,
+    "browser.ping-centre.telemetry": False,
+    "browser.aboutHomeSnippets.updateUrl": "",
+    "browser.tabs.warnOnClose": False,
+    "browser.urlbar.suggest.searches": False,
+    "browser.discovery.enabled": False,
+    "browser.contentblocking.report.lockwise.enabled": False,
+    "captivedetect.canonicalURL": "",
+    "datareporting.healthreport.uploadEnabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.policy.firstRunURL": "",
+    "toolkit.telemetry.enabled": False,
+    "toolkit.telemetry.unified": False,
+    "toolkit.telemetry.archive.enabled": False,
+    "toolkit.telemetry.server": "",
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "toolkit.coverage.endpoint.base": "",
+    "extensions.update.enabled": False,
+    "extensions.getAddons.cache.enabled": False,
+    "extensions.systemAddon.update.enabled": False,
+    "extensions.blocklist.enabled": False,
+    "extensions.pocket.enabled": False,
+    "extensions.autoDisableScopes": 15,
+    "services.settings.server": "http://127.0.0.1:9/remote-settings-disabled",
+    "services.sync.engine.addons": False,
+    "identity.fxaccounts.enabled": False,
+    "media.gmp-manager.url": "",
+    "media.gmp-gmpopenh264.enabled": False,
+    "media.gmp-gmpopenh264.autoupdate": False,
+    "media.gmp-widevinecdm.enabled": False,
+    "media.eme.enabled": False,
+    "geo.provider.network.url": "",
+    "geo.enabled": False,
+    "security.OCSP.enabled": 0,
+    "security.remote_settings.crlite_filters.enabled": False,
+    "security.remote_settings.intermediates.enabled": False,
+    "privacy.sanitize.sanitizeOnShutdown": False,
+    "dom.disable_open_during_load": False,
+    "devtools.selfxss.count": 100,
+}
+
+
+def _js(value: Any) -> str:
+    return json.dumps(value)
+
+
+class Marionette:
+    """Just enough of the Marionette protocol: ``[0, id, command, params]`` messages,
+    each sent as ``<length>:<json>``, answered by ``[1, id, error, result]``."""
+
+    def __init__(self, port: int, timeout: float = 30.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        self.next_id = 0
+        hello = self._receive()
+        assert hello.get("applicationType") == "gecko", hello
+
+    def _receive(self) -> Any:
+        while b":" not in self.buffer:
+            self._fill()
+        size, _, rest = self.buffer.partition(b":")
+        self.buffer = rest
+        while len(self.buffer) < int(size):
+            self._fill()
+        body, self.buffer = self.buffer[: int(size)], self.buffer[int(size) :]
+        return json.loads(body)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("Marionette closed the connection")
+        self.buffer += chunk
+
+    def send(self, command: str, params: dict | None = None) -> Any:
+        self.next_id += 1
+        body = json.dumps([0, self.next_id, command, params or {}]).encode()
+        self.sock.sendall(str(len(body)).encode() + b":" + body)
+        while True:
+            kind, mid, error, result = self._receive()
+            if kind == 1 and mid == self.next_id:
+                break
+        if error:
+            raise RuntimeError(f"{command}: {error.get('error')}: {error.get('message')}")
+        return result
+
+    def script(self, body: str, *args: Any) -> Any:
+        return self.send("WebDriver:ExecuteScript", {"script": body, "args": list(args)})["value"]
+
+    def async_script(self, body: str, *args: Any) -> Any:
+        """``body`` calls ``resolve`` (the last argument) with its result."""
+        return self.send("WebDriver:ExecuteAsyncScript", {"script": body, "args": list(args)})["value"]
+
+    def find(self, css: str) -> str:
+        return self.send("WebDriver:FindElement", {"using": "css selector", "value": css})["value"][ELEMENT]
+
+    def click(self, css: str) -> None:
+        self.send("WebDriver:ElementClick", {"id": self.find(css)})
+
+    def type(self, css: str, text: str) -> None:
+        element = self.find(css)
+        self.send("WebDriver:ElementClear", {"id": element})
+        self.send("WebDriver:ElementSendKeys", {"id": element, "text": text})
+
+    def screenshot(self, path: Path) -> None:
+        data = self.send("WebDriver:TakeScreenshot", {"full": True})["value"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Firefox:
+    """Headless firefox-esr with a throwaway profile and Marionette on a free port."""
+
+    def __init__(self, profile: Path) -> None:
+        self.profile = profile
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / "user.js").write_text(
+            "".join(f"user_pref({_js(k)}, {_js(v)});\n" for k, v in PREFS.items())
+        )
+        env = dict(os.environ, MOZ_HEADLESS="1", MOZ_CRASHREPORTER_DISABLE="1", HOME=str(profile))
+        env.pop("DISPLAY", None)
+        self.log = open(profile / "firefox.log", "wb")  # noqa: SIM115 - closed in quit()
+        self.proc = subprocess.Popen(
+            [FIREFOX, "--headless", "--marionette", "--no-remote", "--profile", str(profile), "about:blank"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        self.marionette = self._connect(within=30.0)
+        self.marionette.send("WebDriver:NewSession", {"capabilities": {"alwaysMatch": {"acceptInsecureCerts": True}}})
+        self.marionette.send("WebDriver:SetTimeouts", {"script": 20000, "pageLoad": 20000, "implicit": 0})
+
+    def _connect(self, within: float) -> Marionette:
+        active = self.profile / "MarionetteActivePort"
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"firefox exited ({self.proc.returncode}): {self.log_tail()}")
+            if active.exists() and active.read_text().strip():
+                try:
+                    return Marionette(int(active.read_text().strip()))
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"no Marionette within {within} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        return (self.profile / "firefox.log").read_text(errors="replace")[-3000:]
+
+    def quit(self) -> None:
+        try:
+            self.marionette.send("Marionette:Quit", {"flags": ["eForceQuit"]})
+        except Exception:
+            pass
+        self.marionette.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def offline():
+    settings = load_settings(profile="offline")
+    engines = load_engines(settings)
+    yield settings, engines
+    engines.close()
+
+
+@pytest.fixture
+async def server(offline):
+    settings, engines = offline
+    webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"])
+    async with RoomServer(engines, webrtc, port=0, segmenter=segmenter_params(settings)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def firefox(tmp_path):
+    browser = Firefox(tmp_path / "profile")
+    yield browser
+    browser.quit()
+
+
+# Reads the page's peer connection: its state, the captions channel's, and the
+# remote audio element's inbound RTP counters.
+PAGE_STATE = """
+const resolve = arguments[arguments.length - 1];
+const s = window.polyvox;
+const audio = document.getElementById("remote-audio");
+const out = {
+  status: s.status, statusText: document.getElementById("status").textContent,
+  connection: s.pc ? s.pc.connectionState : null, ice: s.pc ? s.pc.iceConnectionState : null,
+  channel: s.channel ? s.channel.readyState : null, participantId: s.participantId,
+  participants: s.participants, captions: s.captions,
+  captionTexts: Array.from(document.querySelectorAll("#captions li"), (li) => li.innerText),
+  audio: { hasStream: !!audio.srcObject, paused: audio.paused, currentTime: audio.currentTime,
+           tracks: audio.srcObject ? audio.srcObject.getAudioTracks().map((t) => t.readyState) : [] },
+  inbound: null,
+};
+if (!s.pc) { resolve(out); return; }
+s.pc.getStats().then((report) => {
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && (r.kind || r.mediaType) === "audio") {
+      out.inbound = { bytesReceived: r.bytesReceived || 0, packetsReceived: r.packetsReceived || 0,
+                      audioLevel: r.audioLevel ?? null, totalAudioEnergy: r.totalAudioEnergy ?? null };
+    }
+  });
+  resolve(out);
+}, (e) => { out.statsError = String(e); resolve(out); });
+"""
+
+
+async def page_state(ff: Firefox) -> dict:
+    return await asyncio.to_thread(ff.marionette.async_script, PAGE_STATE)
+
+
+async def poll(ff: Firefox, done, within: float, what: str) -> dict:
+    deadline = time.monotonic() + within
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = await page_state(ff)
+        if done(state):
+            return state
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} within {within} s; page state {json.dumps(state)[:3000]}")
+
+
+async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(server, offline, librivox, firefox, tmp_path):
+    _, engines = offline
+    ff = firefox
+    mn = ff.marionette
+    await asyncio.to_thread(mn.send, "WebDriver:Navigate", {"url": f"{server.url}/"})
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(
+        mn.script, "return !!window.polyvox && document.getElementById('hears').options.length > 0"
+    ):
+        assert time.monotonic() < deadline, "the page did not load its languages"
+        await asyncio.sleep(0.1)
+
+    # Fill the form like a person: type name and room, pick the languages, click Join.
+    await asyncio.to_thread(mn.type, "#name", "Firmin")
+    await asyncio.to_thread(mn.type, "#room", "firefox")
+    picked = await asyncio.to_thread(
+        mn.script,
+        """
+        for (const [id, value] of [["speaks", arguments[0]], ["hears", arguments[1]]]) {
+          const select = document.getElementById(id);
+          select.value = value;
+          select.dispatchEvent(new Event("change", { bubbles: true }));
+        }
+        return [document.getElementById("speaks").selectedOptions[0].textContent,
+                document.getElementById("hears").selectedOptions[0].textContent];
+        """,
+        "en",
+        "es",
+    )
+    assert picked == ["English (en)", "Spanish (es)"]
+    await asyncio.to_thread(mn.click, "#join")
+
+    joined = await poll(
+        ff, lambda s: s["status"] in ("ok", "error") and s["channel"] in ("open", "closed"), 20, "no connection"
+    )
+    assert joined["status"] == "ok", joined
+    assert joined["connection"] == "connected" and joined["channel"] == "open", joined
+    assert joined["statusText"] == "In room firefox"
+
+    speaker = RoomClient(server.url, "firefox", name="Ann", speaks="en", hears="en")
+    await speaker.join()
+    await poll(ff, lambda s: len(s["participants"]) == 2, 10, "the speaker is not listed")
+    before = (await page_state(ff))["inbound"] or {}
+
+    clip = librivox[CLIP]
+    speaker.mic.say(np.concatenate([np.zeros(8000, np.int16), clip.pcm, np.zeros(16000, np.int16)]))
+    shown = await poll(
+        ff,
+        lambda s: any(c["final"] and c["translations"] for c in s["captions"]),
+        40,
+        "no translated caption on the page",
+    )
+    caption = next(c for c in shown["captions"] if c["final"] and c["translations"])
+    assert caption["name"] == "Ann" and caption["participant_id"] == speaker.participant_id
+    assert caption["language"] == "en"
+    transcript = caption["text"]
+    heard = set(transcript.lower().strip(".").split())
+    assert len(heard & set(clip.text.split())) >= 3, (transcript, clip.text)
+    (expected,) = engines.mt.translate([transcript], "en", "es")
+    assert caption["translations"] == {"es": expected}
+    # The page shows it: who said it, the transcript and the Spanish line.
+    assert any("Ann" in text and transcript in text and expected in text for text in shown["captionTexts"]), shown[
+        "captionTexts"
+    ]
+
+    # The interpretation (espeak, Spanish) plays after the caption: the remote audio
+    # element's inbound RTP must grow and carry sound.
+    levels = []
+    deadline = time.monotonic() + 6.0
+    state = shown
+    while time.monotonic() < deadline:
+        state = await page_state(ff)
+        inbound = state["inbound"] or {}
+        levels.append(inbound.get("audioLevel") or 0.0)
+        if max(levels) > 0.01 and (inbound.get("totalAudioEnergy") or 0) > 0:
+            break
+        await asyncio.sleep(0.2)
+    inbound = state["inbound"] or {}
+    assert state["audio"]["hasStream"] and not state["audio"]["paused"], state["audio"]
+    assert state["audio"]["tracks"] == ["live"]
+    assert inbound.get("bytesReceived", 0) > before.get("bytesReceived", 0), (before, inbound)
+    assert max(levels) > 0.01, (levels, inbound)
+
+    shot = tmp_path / "firefox.png"
+    await asyncio.to_thread(mn.screenshot, shot)
+    assert shot.stat().st_size > 10_000
+    keep = os.environ.get("POLYVOX_FIREFOX_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+    await asyncio.to_thread(mn.click, "#leave")
+    left = await poll(ff, lambda s: s["participantId"] is None, 5, "did not leave")
+    assert left["statusText"] == "Left the room"
+    await speaker.leave()
