@@ -34,6 +34,7 @@ from loguru import logger
 
 from pipeline.engines.base import ASREngine, Transcript
 from pipeline.engines.batching import MicroBatcher
+from pipeline.engines.device import pick_device
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
 from pipeline.models import resolve_model
 
@@ -141,7 +142,7 @@ class NeMoASREngine(ASREngine):
 
             path = resolve_model(self.model_name, kind="asr", allow_patterns=["*.nemo", "*.json", "*.md"])
             nemo_file = _find_nemo_file(path, self.model_name)
-            device = _pick_device(self._device_setting, torch)
+            device = pick_device(self._device_setting, torch)
             try:
                 model = ASRModel.restore_from(str(nemo_file), map_location=torch.device(device))
             except Exception as exc:  # noqa: BLE001 - NeMo raises anything from a bad archive
@@ -378,14 +379,6 @@ def _find_nemo_file(path: Any, model: str) -> Any:
     if not found:
         raise EngineUnavailableError(f"asr.model '{model}': no .nemo file in {path}")
     return found[0]
-
-
-def _pick_device(setting: str, torch: Any) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineUnavailableError(f"device '{setting}' requested but CUDA is not available")
-    return setting
 
 
 def _autocast(setting: str, device: str, torch: Any) -> Any:

@@ -21,6 +21,7 @@ from loguru import logger
 
 from pipeline.engines.base import MTEngine
 from pipeline.engines.batching import MicroBatcher
+from pipeline.engines.device import pick_device
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
 from pipeline.models import resolve_model
 
@@ -163,7 +164,7 @@ class NLLBMTEngine(MTEngine):
                 raise ImportError(_INSTALL_HINT) from exc
 
             path = resolve_model(self.model_name, kind="mt")
-            device = _pick_device(self._device_setting, torch)
+            device = pick_device(self._device_setting, torch)
             dtype = _pick_dtype(self._dtype_setting, device, torch)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path)
@@ -350,14 +351,6 @@ class NLLBMTEngine(MTEngine):
             raise EngineError(f"NLLB generation failed: {exc}") from exc
         decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [" ".join(text.split()) for text in decoded]
-
-
-def _pick_device(setting: str, torch: Any) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineUnavailableError(f"device '{setting}' requested but CUDA is not available")
-    return setting
 
 
 def _pick_dtype(setting: str, device: str, torch: Any) -> Any:

@@ -33,6 +33,7 @@ from loguru import logger
 
 from pipeline.audio import load_audio, resample
 from pipeline.engines.base import TTSEngine
+from pipeline.engines.device import pick_device
 from pipeline.errors import (
     AudioInputError,
     ConfigError,
@@ -543,14 +544,7 @@ class XTTSEngine(TTSEngine):
 
     def _choose_precision(self, torch: Any) -> tuple[str, Any]:
         """The device and autocast dtype (``None`` = float32) for the settings."""
-        requested = self._requested_device
-        has_cuda = torch.cuda.is_available()
-        if requested == "auto":
-            device = "cuda" if has_cuda else "cpu"
-        elif requested.startswith("cuda") and not has_cuda:
-            raise ConfigError(f"tts.device is {requested!r} but no CUDA device is available")
-        else:
-            device = requested
+        device = pick_device(self._requested_device, torch)
         dtype = self._requested_dtype
         if dtype == "auto":
             # Half precision on the GPU, where it halves memory traffic; the CPU has no
