@@ -43,10 +43,10 @@ COPY transports ./transports
 COPY pipeline ./pipeline
 COPY voices ./voices
 
-# The offline engines and DeepFilterNet. The gpu extras (NeMo, transformers for NLLB,
-# coqui-tts for XTTS) are added here together with the gpu profile's engines.
+# Every engine (the offline ones as a fallback, and the gpu profile's NeMo, NLLB-200 and
+# XTTS v2 on torch's CUDA build), the WebRTC room server and the Discord bot.
 RUN pip install --upgrade pip \
-    && pip install ".[offline,deepfilternet]"
+    && pip install ".[offline,gpu,webrtc,discord]"
 
 # Models downloaded from the Hugging Face hub, and voice profiles, live on the volume.
 ENV HF_HOME=/data/hf
@@ -58,6 +58,8 @@ USER polyvox
 
 EXPOSE 8080
 ENTRYPOINT ["polyvox"]
-# config.yaml listens on 127.0.0.1, which cannot be reached through a published port.
-# Add "--profile", "gpu" here once the gpu extras are installed above.
-CMD ["serve", "--set", "server.host=0.0.0.0"]
+# config.yaml listens on 127.0.0.1, which cannot be reached through a published port;
+# on 0.0.0.0 joining needs room tokens: pass -e POLYVOX_ROOM_SECRET=... (and
+# -e DISCORD_TOKEN=... for the bot). Fetch weights first into the volume:
+#   docker run --rm -v polyvox-data:/data polyvox models pull --profile gpu
+CMD ["serve", "--profile", "gpu", "--set", "server.host=0.0.0.0"]

@@ -23,26 +23,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("TTS.tts.models.xtts")
 
 from pipeline.audio import load_audio  # noqa: E402
-from pipeline.engines import registry  # noqa: E402
 from tests.tiny_models import build_tiny_nemo_asr, build_tiny_nllb, shared_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-#: The registry entries this test needs; the lead adds them to pipeline/engines/registry.py.
-GPU_ENGINES = {
-    ("asr", "nemo"): "pipeline.engines.asr.nemo:NeMoASREngine",
-    ("mt", "nllb"): "pipeline.engines.mt.nllb:NLLBMTEngine",
-    ("tts", "xtts"): "pipeline.engines.tts.xtts:XTTSEngine",
-}
-
-
-@pytest.fixture
-def gpu_engines_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fill the registry's planned (None) gpu entries; a no-op once they are integrated."""
-    for (kind, name), target in GPU_ENGINES.items():
-        if registry.ENGINES[kind].get(name) is None:
-            monkeypatch.setitem(registry.ENGINES[kind], name, target)
-
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -81,7 +64,6 @@ def test_translate_with_the_gpu_profile_from_local_checkpoints(
     tmp_path: Path,
     checkpoints: dict[str, Path],
     two_sentences: Path,
-    gpu_engines_registered: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
