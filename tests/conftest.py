@@ -17,6 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
+#: The WebRTC end-to-end tests' `offline` engines and `server` fixtures.
+pytest_plugins = ["tests.webrtc_fixtures"]
+
 
 @dataclass
 class Clip:

@@ -17,33 +17,14 @@ import numpy as np
 import pytest
 import soxr
 
-from bot.app import load_engines, segmenter_params
-from bot.config import load_settings
 from pipeline.audio import write_wav
 from pipeline.engines.vad.silero import SileroVADEngine
-from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
 pytestmark = pytest.mark.slow
 
 HARNESS = Path(__file__).parent / "browser" / "join_room.mjs"
 CLIP = 1  # "he was not an ill disposed young man"
-
-
-@pytest.fixture(scope="module")
-def offline():
-    settings = load_settings(profile="offline")
-    engines = load_engines(settings)
-    yield settings, engines
-    engines.close()
-
-
-@pytest.fixture
-async def server(offline):
-    settings, engines = offline
-    webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"])
-    async with RoomServer(engines, webrtc, port=0, segmenter=segmenter_params(settings)) as srv:
-        yield srv
 
 
 def speech_fraction(pcm48: np.ndarray) -> float:

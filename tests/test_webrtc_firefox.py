@@ -27,9 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.app import load_engines, segmenter_params
-from bot.config import load_settings
-from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
@@ -276,22 +273,6 @@ class Firefox:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.log.close()
-
-
-@pytest.fixture(scope="module")
-def offline():
-    settings = load_settings(profile="offline")
-    engines = load_engines(settings)
-    yield settings, engines
-    engines.close()
-
-
-@pytest.fixture
-async def server(offline):
-    settings, engines = offline
-    webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"])
-    async with RoomServer(engines, webrtc, port=0, segmenter=segmenter_params(settings)) as srv:
-        yield srv
 
 
 @pytest.fixture

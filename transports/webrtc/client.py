@@ -8,7 +8,6 @@ captions sent on its ``captions`` data channel.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ import numpy as np
 import soxr
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from transports.webrtc.mixer import FramePacer
 
 __all__ = ["RoomClient", "SpeechTrack"]
 
@@ -40,8 +41,7 @@ class SpeechTrack(MediaStreamTrack):
         super().__init__()
         self._queue: list[tuple[np.ndarray, int]] = []
         self._offset = 0
-        self._start: float | None = None
-        self._timestamp = 0
+        self._pacer = FramePacer(_RATE, _FRAME)
         self._next_id = 0
         self.spoken: dict[int, list[float]] = {}
 
@@ -60,13 +60,7 @@ class SpeechTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._timestamp += _FRAME
-            wait = self._start + self._timestamp / _RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        await self._pacer.wait()
         out = np.zeros(_FRAME, dtype=np.int16)
         if self._queue:
             pcm, uid = self._queue[0]
@@ -79,11 +73,7 @@ class SpeechTrack(MediaStreamTrack):
                 self._queue.pop(0)
                 self._offset = 0
                 self.spoken[uid].append(time.monotonic())
-        frame = av.AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = _RATE
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, _RATE)
-        return frame
+        return self._pacer.frame(out)
 
 
 @dataclass

@@ -172,25 +172,45 @@ class ListenerAudioTrack(MediaStreamTrack):
     def __init__(self, mixer: ListenerMixer) -> None:
         super().__init__()
         self.mixer = mixer
-        self._start: float | None = None
-        self._timestamp = 0
+        self._pacer = FramePacer()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        await self._pacer.wait()
+        return self._pacer.frame(self.mixer.pull(FRAME_SAMPLES))
+
+
+class FramePacer:
+    """Paces an outgoing audio track at real time: one 20 ms frame per 20 ms of clock.
+
+    aiortc pulls frames as fast as ``recv`` returns them, so a track must sleep until
+    each frame is due; after a stall of over a second it resynchronises rather than
+    sending a burst.
+    """
+
+    def __init__(self, rate: int = MIX_RATE, samples: int = FRAME_SAMPLES) -> None:
+        self.rate = rate
+        self.samples = samples
+        self._start: float | None = None
+        self.timestamp = 0
+
+    async def wait(self) -> None:
+        """Sleep until the next frame is due (the first one is due at once)."""
         if self._start is None:
             self._start = time.monotonic()
-        else:
-            self._timestamp += FRAME_SAMPLES
-            wait = self._start + self._timestamp / MIX_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -1.0:
-                # The loop stalled for over a second: resynchronise rather than burst.
-                self._start = time.monotonic() - self._timestamp / MIX_RATE
-        pcm = self.mixer.pull(FRAME_SAMPLES)
+            return
+        self.timestamp += self.samples
+        wait = self._start + self.timestamp / self.rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif wait < -1.0:
+            self._start = time.monotonic() - self.timestamp / self.rate
+
+    def frame(self, pcm: np.ndarray) -> av.AudioFrame:
+        """The current frame: mono int16 ``pcm`` stamped with this pacer's clock."""
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = MIX_RATE
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, MIX_RATE)
+        frame.sample_rate = self.rate
+        frame.pts = self.timestamp
+        frame.time_base = fractions.Fraction(1, self.rate)
         return frame
