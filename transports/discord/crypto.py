@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from transports.discord.rtp import RtpError, RtpPacket, rtp_header_size
+from transports.discord.rtp import RtpError, RtpPacket, packet_from_parts, rtp_header_size
 
 __all__ = [
     "DAVE_MAGIC_MARKER",
@@ -142,9 +142,7 @@ class TransportDecryptor:
         aad = data[:aad_size]
         plaintext = self._open(data[aad_size:-_NONCE_COUNTER], aad, data[-_NONCE_COUNTER:])
 
-        first, second, sequence, timestamp, ssrc = struct.unpack_from(">BBHII", data, 0)
-        csrc_count = first & 0x0F
-        csrcs = struct.unpack_from(f">{csrc_count}I", data, 12) if csrc_count else ()
+        first = data[0]
         profile: int | None = None
         extension_data = b""
         if first & 0x10:
@@ -153,22 +151,7 @@ class TransportDecryptor:
             if body > len(plaintext):
                 raise DecryptError("extension body longer than the decrypted payload")
             extension_data, plaintext = plaintext[:body], plaintext[body:]
-        if first & 0x20:
-            if not plaintext or plaintext[-1] == 0 or plaintext[-1] > len(plaintext):
-                raise DecryptError("RTP padding count is invalid")
-            plaintext = plaintext[: -plaintext[-1]]
-        return RtpPacket(
-            version=first >> 6,
-            padding=bool(first & 0x20),
-            extension=bool(first & 0x10),
-            csrc_count=csrc_count,
-            marker=bool(second & 0x80),
-            payload_type=second & 0x7F,
-            sequence=sequence,
-            timestamp=timestamp,
-            ssrc=ssrc,
-            csrcs=tuple(csrcs),
-            extension_profile=profile,
-            extension_data=bytes(extension_data),
-            payload=bytes(plaintext),
-        )
+        try:
+            return packet_from_parts(data, profile, extension_data, plaintext)
+        except RtpError as exc:
+            raise DecryptError(str(exc)) from exc

@@ -23,6 +23,7 @@ __all__ = [
     "RTP_VERSION",
     "RtpError",
     "RtpPacket",
+    "packet_from_parts",
     "is_rtcp",
     "parse_rtp",
     "rtp_header_size",
@@ -135,16 +136,32 @@ def parse_rtp(data: bytes) -> RtpPacket:
     """
     data = bytes(data)
     end_of_header = rtp_header_size(data, include_extension_body=True)
-    first, second, sequence, timestamp, ssrc = struct.unpack_from(">BBHII", data, 0)
+    first = data[0]
     csrc_count = first & 0x0F
-    csrcs = struct.unpack_from(f">{csrc_count}I", data, _FIXED_HEADER) if csrc_count else ()
     profile: int | None = None
     extension_data = b""
     if first & 0x10:
         at = _FIXED_HEADER + 4 * csrc_count
         profile = struct.unpack_from(">H", data, at)[0]
         extension_data = data[at + 4 : end_of_header]
-    payload = data[end_of_header:]
+    return packet_from_parts(data, profile, extension_data, data[end_of_header:])
+
+
+def packet_from_parts(
+    header: bytes, profile: int | None, extension_data: bytes, payload: bytes
+) -> RtpPacket:
+    """An ``RtpPacket`` from a header (its fixed part and CSRCs are read from ``header``)
+    and the already separated extension body and payload; padding is removed.
+
+    Shared by plaintext parsing and transport decryption, where the extension body and
+    payload come out of the cipher.
+
+    Raises:
+        RtpError: The padding count is zero or larger than the payload.
+    """
+    first, second, sequence, timestamp, ssrc = struct.unpack_from(">BBHII", header, 0)
+    csrc_count = first & 0x0F
+    csrcs = struct.unpack_from(f">{csrc_count}I", header, _FIXED_HEADER) if csrc_count else ()
     padding = bool(first & 0x20)
     if padding:
         if not payload or payload[-1] == 0 or payload[-1] > len(payload):
@@ -162,6 +179,6 @@ def parse_rtp(data: bytes) -> RtpPacket:
         ssrc=ssrc,
         csrcs=tuple(csrcs),
         extension_profile=profile,
-        extension_data=extension_data,
-        payload=payload,
+        extension_data=bytes(extension_data),
+        payload=bytes(payload),
     )
