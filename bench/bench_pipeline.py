@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import load_engines, segmenter_params  # noqa: E402
+from bot.app import interpretation_params, load_engines  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from pipeline.audio import load_audio  # noqa: E402
 from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks  # noqa: E402
@@ -97,7 +97,7 @@ def main() -> int:
     try:
         result = asyncio.run(
             run_cascade_on_tracks(
-                engines, tracks, ["es"], segmenter=segmenter_params(settings),
+                engines, tracks, ["es"], params=interpretation_params(settings),
                 realtime=not args.fast, progress=False,
             )
         )

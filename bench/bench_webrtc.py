@@ -29,10 +29,11 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import load_engines, segmenter_params  # noqa: E402
+from bot.app import interpretation_params, load_engines  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from pipeline.audio import load_audio  # noqa: E402
 from pipeline.latency import percentile  # noqa: E402
+from pipeline.session import SessionFactory  # noqa: E402
 from transports.webrtc import RoomServer, WebRTCSettings  # noqa: E402
 from transports.webrtc.client import RoomClient  # noqa: E402
 
@@ -136,7 +137,8 @@ async def serve(args: argparse.Namespace) -> None:
     webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"], foreign_gain=0.0, max_participants=2,
                             joins_per_minute=max(30, args.clients * 2))
     try:
-        async with RoomServer(engines, webrtc, port=0, segmenter=segmenter_params(settings)) as server:
+        factory = SessionFactory(engines, interpretation_params(settings))
+        async with RoomServer(factory, webrtc, port=0) as server:
             print(json.dumps({"url": server.url, "engines": {k: settings.engine(k).engine for k in
                   ("denoise", "vad_engine", "asr", "mt", "tts")}}), flush=True)
             await asyncio.Event().wait()

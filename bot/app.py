@@ -1,9 +1,11 @@
-"""Composition root: settings → engines (loaded once, warmed up) → cascades per room."""
+"""Composition root: settings → engines (loaded once, warmed up), the voice consent
+policy and the :class:`~pipeline.session.SessionFactory` every transport makes its
+interpretation sessions with."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -12,8 +14,19 @@ from pipeline.cascade import Engines
 from pipeline.engines.base import Engine
 from pipeline.engines.registry import create_engine, engine_class
 from pipeline.segmenter import SegmenterParams
+from pipeline.session import InterpretationParams, SessionFactory
 
-__all__ = ["cascade_options", "check_engines", "load_engines", "segmenter_params"]
+if TYPE_CHECKING:
+    from voices.consent import VoiceConsent
+
+__all__ = [
+    "check_engines",
+    "interpretation_params",
+    "load_engines",
+    "segmenter_params",
+    "session_factory",
+    "voice_consent",
+]
 
 
 def check_engines(settings: Settings) -> None:
@@ -77,19 +90,45 @@ def segmenter_params(settings: Settings) -> SegmenterParams:
     )
 
 
-def cascade_options(settings: Settings, *, voice_store: Any | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``pipeline.cascade.build_cascade`` from the settings."""
-    options: dict[str, Any] = {
-        "segmenter": segmenter_params(settings),
-        "warn_slow": settings.pipeline.warn_slower_than_realtime,
-        "voice_capture": settings.voices.capture,
-        "voice_store": voice_store,
-    }
+def interpretation_params(settings: Settings) -> InterpretationParams:
+    """How every session of this process interprets, from the settings."""
+    voice_params = None
     if settings.voices.capture:
         from voices.capture import VoiceCaptureParams
 
-        options["voice_params"] = VoiceCaptureParams(
+        voice_params = VoiceCaptureParams(
             first_profile_s=settings.voices.first_profile_s,
             max_speech_s=max(settings.voices.max_capture_s, settings.voices.first_profile_s),
         )
-    return options
+    return InterpretationParams(
+        segmenter=segmenter_params(settings),
+        listener_languages=list(settings.languages.listeners),
+        default_language=settings.languages.speaker,
+        max_pending=settings.pipeline.max_pending_utterances,
+        warn_slow=settings.pipeline.warn_slower_than_realtime,
+        voice_capture=settings.voices.capture,
+        voice_params=voice_params,
+    )
+
+
+def voice_consent(settings: Settings, engines: Engines | None = None) -> VoiceConsent:
+    """The one voice store and consent policy of this process (``voices.data_dir``).
+
+    Raises:
+        VoiceStoreError: the folder or database cannot be created or opened.
+    """
+    from voices.cli import voices_data_dir
+    from voices.consent import VoiceConsent
+    from voices.store import VoiceStore
+
+    store = VoiceStore(voices_data_dir(settings), vad=engines.vad if engines is not None else None)
+    return VoiceConsent(store, engine=engines.tts if engines is not None else None)
+
+
+def session_factory(settings: Settings, engines: Engines, *, consent: VoiceConsent | None = None) -> SessionFactory:
+    """What every transport of this process makes its sessions with."""
+    return SessionFactory(
+        engines,
+        interpretation_params(settings),
+        consent=consent if consent is not None else voice_consent(settings, engines),
+    )

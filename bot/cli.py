@@ -122,7 +122,7 @@ def _cmd_voices(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from bot.app import cascade_options, check_engines, load_engines
+    from bot.app import check_engines, load_engines, session_factory
     from transports.webrtc import check_security, room_secret
 
     settings = _settings(args)
@@ -134,14 +134,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"polyvox serve: profile '{settings.profile}' ({engines})", flush=True)
     loaded = load_engines(settings)
     try:
-        asyncio.run(_serve(settings, loaded, token, cascade_options(settings)))
+        asyncio.run(_serve(settings, session_factory(settings, loaded), token))
     finally:
         loaded.close()
     return 0
 
 
-async def _serve(settings, engines, discord_token: str, options: dict) -> None:  # type: ignore[no-untyped-def]
-    """The WebRTC room server, and the Discord bot when a token is set, on one loop."""
+async def _serve(settings, factory, discord_token: str) -> None:  # type: ignore[no-untyped-def]
+    """The WebRTC room server, and the Discord bot when a token is set, on one loop,
+    sharing one session factory (engines, interpretation settings, voice consent)."""
     from transports.webrtc import serve_webrtc
 
     def ready(server) -> None:  # type: ignore[no-untyped-def]
@@ -149,15 +150,10 @@ async def _serve(settings, engines, discord_token: str, options: dict) -> None: 
 
     jobs = [
         serve_webrtc(
-            engines,
+            factory,
             settings.webrtc,
             host=settings.server.host,
             port=settings.server.port,
-            segmenter=options["segmenter"],
-            max_pending=settings.pipeline.max_pending_utterances,
-            warn_slow=settings.pipeline.warn_slower_than_realtime,
-            default_language=settings.languages.speaker,
-            voice_params=options.get("voice_params"),
             ready=ready,
         )
     ]
@@ -165,7 +161,7 @@ async def _serve(settings, engines, discord_token: str, options: dict) -> None: 
         from bot.discord_bot import serve_bot
 
         print("polyvox: starting the Discord bot (DISCORD_TOKEN is set)", flush=True)
-        jobs.append(serve_bot(settings, settings.discord, engines, token=discord_token))
+        jobs.append(serve_bot(settings, settings.discord, factory, token=discord_token))
     else:
         print("polyvox: the Discord bot starts when DISCORD_TOKEN is set (README: Discord bot)", flush=True)
     tasks = [asyncio.ensure_future(job) for job in jobs]
@@ -203,7 +199,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from bot.app import cascade_options, load_engines
+    from bot.app import interpretation_params, load_engines
     from pipeline.audio import load_audio
     from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
 
@@ -244,8 +240,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                 engines,
                 tracks,
                 [target],
+                params=interpretation_params(settings),
                 realtime=args.realtime,
-                **cascade_options(settings),
             )
         )
     finally:
@@ -253,7 +249,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     document = write_outputs(
         result, target, args.output, args.captions, out_rate=args.sample_rate, inputs=list(args.inputs)
     )
-    spoken = sum(u.duration for u in result.utterances)
+    spoken = sum(r.utterance.duration for r in result.utterances)
     if not result.utterances:
         logger.info("no speech found in the input")
     for reason in result.errors:

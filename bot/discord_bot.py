@@ -24,14 +24,14 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from bot.discord_settings import DiscordSettings
 from bot.guild_settings import GuildSettingsStore
-from bot.voice_store import SQLiteVoiceStore, VoiceStore
 from pipeline.errors import ConfigError
 from pipeline.room import Room
 from transports.discord.session import SessionParams, VoiceIO, VoiceSession
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from pipeline.cascade import Engines
+    from pipeline.session import SessionFactory
+    from voices.consent import VoiceConsent
 
 __all__ = [
     "EXTENSIONS",
@@ -134,9 +134,10 @@ class PolyvoxBot(commands.Bot):
     Args:
         settings: polyvox's resolved settings (languages, segmentation, pipeline).
         discord_settings: The ``discord:`` section.
-        engines: Loaded engines, shared by every session.
+        factory: Makes every channel's interpretation session (the engines, shared by
+            every session, and the voice consent policy: the one voice store that the
+            CLI and the WebRTC rooms use too).
         guild_store: Guild settings; default: the SQLite file ``discord_settings.database``.
-        voice_store: Voice profiles; default: :class:`SQLiteVoiceStore` in the same file.
         voice_io: The voice connection layer (tests pass a fake one).
     """
 
@@ -145,9 +146,8 @@ class PolyvoxBot(commands.Bot):
         *,
         settings: Settings,
         discord_settings: DiscordSettings | None = None,
-        engines: Engines,
+        factory: SessionFactory,
         guild_store: GuildSettingsStore | None = None,
-        voice_store: VoiceStore | None = None,
         voice_io: VoiceIO | None = None,
     ) -> None:
         super().__init__(
@@ -158,18 +158,24 @@ class PolyvoxBot(commands.Bot):
         )
         self.settings = settings
         self.discord_settings = discord_settings or DiscordSettings()
-        self.engines = engines
+        self.factory = factory
+        self.engines = factory.engines
+        if factory.consent is None:
+            from voices.consent import VoiceConsent
+
+            factory.consent = VoiceConsent(None, engine=factory.engines.tts)
+        self.consent: VoiceConsent = factory.consent
         default_languages = self.discord_settings.room_languages or list(
             dict.fromkeys([settings.languages.speaker, *settings.languages.listeners])
         )
         db = self.discord_settings.database_path()
         self.guild_store = guild_store or GuildSettingsStore(db, default_languages=default_languages)
-        self.voice_store: VoiceStore = voice_store or SQLiteVoiceStore(db)
         self.voice_io = voice_io
         self.sessions: dict[int, VoiceSession] = {}
         self._empty_timers: dict[int, asyncio.TimerHandle] = {}
 
     async def setup_hook(self) -> None:
+        await self.migrate_opt_outs()
         await self.load_extensions()
         if self.discord_settings.sync_commands:
             guild_id = self.discord_settings.command_guild_id
@@ -178,6 +184,12 @@ class PolyvoxBot(commands.Bot):
                 self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             logger.info(f"registered {len(synced)} slash commands" + (f" in guild {guild_id}" if guild_id else ""))
+
+    async def migrate_opt_outs(self) -> None:
+        """Move voice opt-outs an older version kept in the guild database into the one
+        voice store, so no refusal is lost (once; the old table is emptied)."""
+        for user_id in self.guild_store.take_legacy_opt_outs():
+            await self.consent.set_allowed(str(user_id), False)
 
     async def load_extensions(self) -> None:
         """Load every cog in :data:`EXTENSIONS`."""
@@ -196,35 +208,22 @@ class PolyvoxBot(commands.Bot):
     # -- rooms --------------------------------------------------------------------
 
     def session_params(self) -> SessionParams:
-        """Session parameters from polyvox's settings."""
-        from bot.app import segmenter_params
-
-        return SessionParams(
-            segmenter=segmenter_params(self.settings),
-            max_pending=self.settings.pipeline.max_pending_utterances,
-            warn_slow=self.settings.pipeline.warn_slower_than_realtime,
-            reconnect_after_s=self.discord_settings.reconnect_after_s,
-        )
+        """Voice connection parameters from the ``discord:`` settings."""
+        return SessionParams(reconnect_after_s=self.discord_settings.reconnect_after_s)
 
     def new_room(self, guild_id: int) -> Room:
         """A room with the guild's languages."""
         return Room(self.guild_store.guild(guild_id).languages, default_language=self.settings.languages.speaker)
 
-    def voice_for(self, user_id: int) -> Any | None:
-        """The voice a member's interpretation is spoken in: none when they opted out."""
-        if self.guild_store.voice_opted_out(user_id):
-            return None
-        return self.voice_store.profile(user_id)
-
-    def register_member(self, session: VoiceSession, member: discord.abc.User) -> None:
-        """Tell a session about a member in its channel: language, name, voice."""
+    async def register_member(self, session: VoiceSession, member: discord.abc.User) -> None:
+        """Tell a session about a member in its channel: language, name (their voice and
+        consent follow from their id)."""
         if getattr(member, "bot", False):
             return
-        session.member_joined(
+        await session.member_joined(
             member.id,
             language=self.guild_store.member_language(session.guild_id, member.id),
             name=getattr(member, "display_name", "") or str(member),
-            voice=self.voice_for(member.id),
         )
 
     def captions_sender(self, guild: discord.Guild):
@@ -245,7 +244,7 @@ class PolyvoxBot(commands.Bot):
             await current.stop()
         session = VoiceSession(
             channel,
-            self.engines,
+            self.factory,
             self.new_room(guild.id),
             voice_io=self.voice_io,
             params=self.session_params(),
@@ -254,7 +253,7 @@ class PolyvoxBot(commands.Bot):
             on_closed=self._session_closed,
         )
         for member in channel.members:
-            self.register_member(session, member)
+            await self.register_member(session, member)
         self.sessions[guild.id] = session
         try:
             await session.start()
@@ -310,13 +309,13 @@ def _display_name(guild: discord.Guild, user_id: str) -> str:
 async def serve_bot(
     settings: Settings,
     discord_settings: DiscordSettings | None,
-    engines: Engines,
+    factory: SessionFactory,
     *,
     token: str,
 ) -> None:
     """Run the bot on the current event loop until it is closed (for ``polyvox serve``,
-    next to the WebRTC server, sharing the loaded engines)."""
-    async with PolyvoxBot(settings=settings, discord_settings=discord_settings, engines=engines) as bot:
+    next to the WebRTC server, sharing the loaded engines and the voice consent)."""
+    async with PolyvoxBot(settings=settings, discord_settings=discord_settings, factory=factory) as bot:
         try:
             await bot.start(token)
         except discord.LoginFailure:
@@ -337,13 +336,13 @@ def run_bot(settings: Settings, discord_settings: DiscordSettings | None = None,
     Raises:
         ConfigError: no token in ``DISCORD_TOKEN``, or Discord refused it.
     """
-    from bot.app import load_engines
+    from bot.app import load_engines, session_factory
 
     token = token or discord_token()
     if not token:
         raise ConfigError(f"the Discord bot needs a token: set {TOKEN_ENV} in the environment")
     engines = load_engines(settings)
     try:
-        asyncio.run(serve_bot(settings, discord_settings, engines, token=token))
+        asyncio.run(serve_bot(settings, discord_settings, session_factory(settings, engines), token=token))
     finally:
         engines.close()

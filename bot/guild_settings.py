@@ -1,8 +1,8 @@
 """What each Discord guild chose, kept in an embedded SQLite file so it survives restarts.
 
 Per guild: the languages its voice rooms are interpreted into and the text channel
-captions go to. Per member of a guild: the language they speak. Per user (across
-guilds, because it is about their own voice): whether they opted out of voice cloning.
+captions go to. Per member of a guild: the language they speak. Voice consent is not
+kept here: it lives with the voices (``voices.consent``), shared with every transport.
 
 Every call is one short SQLite statement on a local file (well under a millisecond
 with WAL), so the bot calls these methods directly from the event loop.
@@ -53,7 +53,7 @@ class GuildSettings:
 
 
 class GuildSettingsStore:
-    """Guild, member and opt-out settings in one SQLite file.
+    """Guild and member settings in one SQLite file.
 
     Args:
         path: The database file (created with its folder if missing), or ``":memory:"``.
@@ -130,21 +130,18 @@ class GuildSettingsStore:
                 (guild_id, user_id, language),
             )
 
-    # -- voice cloning consent ----------------------------------------------------
+    # -- migration -----------------------------------------------------------------
 
-    def voice_opted_out(self, user_id: int) -> bool:
-        """Whether the user asked not to have their voice cloned."""
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM voice_opt_outs WHERE user_id = ?", (user_id,)).fetchone()
-        return row is not None
+    def take_legacy_opt_outs(self) -> list[int]:
+        """Voice opt-outs kept here by older versions, removed as they are returned.
 
-    def set_voice_opt_out(self, user_id: int, opted_out: bool) -> None:
-        """Opt a user out of voice cloning (``True``) or back in (``False``)."""
+        Consent now lives in one place, the voice store (``voices.consent``); the bot
+        moves these there at start-up.
+        """
         with self._lock:
-            if opted_out:
-                self._db.execute("INSERT OR IGNORE INTO voice_opt_outs (user_id) VALUES (?)", (user_id,))
-            else:
-                self._db.execute("DELETE FROM voice_opt_outs WHERE user_id = ?", (user_id,))
+            rows = self._db.execute("SELECT user_id FROM voice_opt_outs").fetchall()
+            self._db.execute("DELETE FROM voice_opt_outs")
+        return [int(r[0]) for r in rows]
 
     def forget_user(self, user_id: int) -> int:
         """Delete every setting stored for a user in every guild; returns rows deleted."""

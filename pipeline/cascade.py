@@ -1,8 +1,8 @@
 """The cascade: the engines of one process and the processors of one room.
 
-Every transport builds its pipeline as ``[transport.input(), *build_cascade(...),
-transport.output()]`` and file mode as ``[*build_cascade(...), collector]``: one code
-path for all of them.
+``pipeline.session.InterpretationSession`` builds every pipeline as
+``[transport.input(), *build_cascade(...), transport.output()]`` — for file mode, WebRTC
+rooms, Discord channels and phone calls alike: one code path for all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pipeline.errors import UnsupportedLanguageError
 from pipeline.processors.asr import ASRProcessor
 from pipeline.processors.audio_input import AudioInputProcessor
 from pipeline.processors.denoise import DenoiseProcessor
+from pipeline.processors.results import InterpretationResultProcessor
 from pipeline.processors.translate import TranslationProcessor
 from pipeline.processors.tts import TTSProcessor
 from pipeline.processors.vad import VADSegmenterProcessor
@@ -96,7 +97,7 @@ def build_cascade(
     warn_slow: bool = True,
     max_pending: int | None = 8,
     voice_capture: bool = True,
-    voice_store: Any | None = None,
+    consent: Any | None = None,
     voice_params: Any | None = None,
 ) -> list[FrameProcessor]:
     """The processors of one room, input audio → interpretation audio, in order.
@@ -110,8 +111,11 @@ def build_cascade(
             for file mode where input arrives faster than real time on purpose).
         voice_capture: Clone each participant from their first utterances, when the TTS
             engine clones voices (``voices.VoiceCaptureProcessor`` after ASR).
-        voice_store: Enrolled profiles and opt-outs (``voices.store.VoiceStore``).
+        consent: The voice consent policy (``voices.consent.VoiceConsent``).
         voice_params: ``voices.capture.VoiceCaptureParams``.
+
+    The last processor, :class:`InterpretationResultProcessor`, sends one
+    ``InterpretationResultFrame`` per finished utterance.
     """
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
@@ -123,10 +127,11 @@ def build_cascade(
         from voices.capture_processor import VoiceCaptureProcessor
 
         processors.append(
-            VoiceCaptureProcessor(engines.tts, engines.vad, room, store=voice_store, params=voice_params)  # type: ignore[arg-type]
+            VoiceCaptureProcessor(engines.tts, engines.vad, room, consent=consent, params=voice_params)  # type: ignore[arg-type]
         )
     processors += [
         TranslationProcessor(engines.mt, room, max_pending=max_pending),
         TTSProcessor(engines.tts, room, max_pending=max_pending),
+        InterpretationResultProcessor(),
     ]
     return processors

@@ -1,10 +1,11 @@
-"""File mode: recordings pushed through the same cascade a live room uses.
+"""File mode: recordings pushed through the same session a live room uses.
 
-Each input file is one participant. Their audio is cut into 20 ms
-``UserAudioRawFrame`` exactly as a transport would deliver it, all participants
-interleaved on one clock, either at real-time pace or as fast as the engines go.
-A collector at the end of the pipeline gathers transcripts, translations and the
-synthesized audio per utterance.
+Each input file is one participant. :class:`FileTransport` plays their audio in as
+20 ms ``UserAudioRawFrame`` exactly as a live transport would deliver it, all
+participants interleaved on one clock, either at real-time pace or as fast as the
+engines go, and collects what comes out: captions, interpretation audio and one
+result per utterance. The pipeline is an ordinary
+:class:`~pipeline.session.InterpretationSession`.
 """
 
 from __future__ import annotations
@@ -18,31 +19,35 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
-from pipecat.frames.frames import EndFrame, ErrorFrame, Frame, UserAudioRawFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.frames.frames import Frame, StartFrame, UserAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.workers.runner import WorkerRunner
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from pipeline.audio import resample, write_wav
-from pipeline.cascade import Engines, build_cascade
+from pipeline.cascade import Engines
 from pipeline.frames import (
+    CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
-    Utterance,
+    InterpretationResult,
+    InterpretationResultFrame,
+    TranslationsDoneFrame,
+    UtteranceAudioFrame,
     UtteranceDroppedFrame,
     UtteranceTranscriptionFrame,
     UtteranceTranslationFrame,
 )
 from pipeline.latency import LatencyStats
-from pipeline.room import Room
 from pipeline.segmenter import SegmenterParams
+from pipeline.session import InterpretationParams, InterpretationSession
 
 __all__ = [
     "FRAME_MS",
+    "FileTransport",
     "FileTranslation",
     "SpeakerTrack",
-    "UtteranceCollector",
     "run_cascade_on_tracks",
     "write_outputs",
 ]
@@ -65,60 +70,126 @@ class SpeakerTrack:
 
 @dataclass
 class FileTranslation:
-    """What came out of the cascade for a set of tracks.
+    """What came out of the session for a set of tracks.
 
     Attributes:
-        utterances: Every utterance that produced a transcript, in order of speech end.
+        utterances: The result of every utterance that produced a transcript and was not
+            dropped, in order of speech end.
         audio: Synthesized audio per utterance id and language.
         sample_rate: Rate of ``audio``.
         dropped: Utterances a stage gave up on, with the stage and reason.
+        captions: Every caption as it came (partial and final), with the time it came,
+            in seconds since the input started.
         errors: Error messages the pipeline reported.
         wall_seconds: How long the run took.
         input_seconds: Length of the longest track.
     """
 
-    utterances: list[Utterance] = field(default_factory=list)
+    utterances: list[InterpretationResult] = field(default_factory=list)
     audio: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     sample_rate: int = 16000
-    dropped: list[tuple[Utterance, str, str]] = field(default_factory=list)
+    dropped: list[InterpretationResult] = field(default_factory=list)
+    captions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     input_seconds: float = 0.0
 
     def latency(self) -> LatencyStats:
         """Per-stage latency statistics over the utterances."""
-        return LatencyStats.from_utterances(self.utterances)
+        return LatencyStats.from_utterances(r.utterance for r in self.utterances)
 
 
-class UtteranceCollector(FrameProcessor):
-    """Pipeline sink that gathers everything the cascade produces, per utterance."""
+class FileInputTransport(BaseInputTransport):
+    """Recordings in: ``feed`` pushes one participant's 20 ms frame into the pipeline."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(TransportParams(audio_in_enabled=True, audio_in_sample_rate=16000), **kwargs)
+        self.ready = asyncio.Event()
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self.ready.set()
+
+    async def feed(self, user_id: str, pcm: np.ndarray, sample_rate: int = 16000) -> None:
+        # Pushed straight downstream, not through the base class's audio queue: that
+        # queue is dropped at EndFrame, and a file's last frames must all be heard.
+        await self.push_frame(
+            UserAudioRawFrame(audio=pcm.tobytes(), sample_rate=sample_rate, num_channels=1, user_id=user_id)
+        )
+
+
+class FileOutputTransport(BaseOutputTransport):
+    """Collects captions, interpretation audio and results (nothing is played)."""
+
+    #: Frames that end here, bypassing BaseOutputTransport's media sender.
+    routed = (
+        CaptionFrame,
+        InterpretationAudioFrame,
+        InterpretationDoneFrame,
+        InterpretationResultFrame,
+        TranslationsDoneFrame,
+        UtteranceAudioFrame,
+        UtteranceDroppedFrame,
+        UtteranceTranscriptionFrame,
+        UtteranceTranslationFrame,
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(TransportParams(audio_out_enabled=False), **kwargs)
+        self.results: list[InterpretationResult] = []
+        self.chunks: dict[int, dict[str, list[np.ndarray]]] = {}
+        self.captions: list[dict[str, Any]] = []
+        self.tts_rate: int | None = None
+        self.clock_start: float | None = None
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is FrameDirection.DOWNSTREAM and isinstance(frame, self.routed):
+            await FrameProcessor.process_frame(self, frame, direction)
+            self._collect(frame)
+            return
+        await super().process_frame(frame, direction)
+
+    def _collect(self, frame: Frame) -> None:
+        if isinstance(frame, InterpretationAudioFrame) and frame.utterance is not None:
+            frame.utterance.mark("first_audio_out")
+            self.tts_rate = frame.sample_rate
+            per_lang = self.chunks.setdefault(frame.utterance.id, {})
+            per_lang.setdefault(frame.target_language, []).append(np.frombuffer(frame.audio, dtype=np.int16))
+        elif isinstance(frame, CaptionFrame):
+            at = time.monotonic() - self.clock_start if self.clock_start is not None else None
+            self.captions.append(
+                {
+                    "utterance_id": frame.utterance.id,
+                    "user_id": frame.user_id,
+                    "language": frame.language,
+                    "text": frame.text,
+                    "translations": dict(frame.translations),
+                    "final": frame.final,
+                    "at": None if at is None else round(at, 3),
+                }
+            )
+        elif isinstance(frame, InterpretationResultFrame):
+            self.results.append(frame.result)
+
+
+class FileTransport(BaseTransport):
+    """Recordings in, results out: file mode's transport."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.utterances: dict[int, Utterance] = {}
-        self.chunks: dict[int, dict[str, list[np.ndarray]]] = {}
-        self.sample_rate: int | None = None
-        self.dropped: list[tuple[Utterance, str, str]] = []
-        self.finished: dict[int, set[str]] = {}
+        self._input = FileInputTransport(name=f"{self.name}#input")
+        self._output = FileOutputTransport(name=f"{self.name}#output")
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, UtteranceTranscriptionFrame) and frame.utterance is not None:
-            self.utterances[frame.utterance.id] = frame.utterance
-        elif isinstance(frame, UtteranceTranslationFrame) and frame.utterance is not None:
-            self.utterances[frame.utterance.id] = frame.utterance
-        elif isinstance(frame, InterpretationAudioFrame) and frame.utterance is not None:
-            frame.utterance.mark("first_audio_out")
-            self.sample_rate = frame.sample_rate
-            per_lang = self.chunks.setdefault(frame.utterance.id, {})
-            per_lang.setdefault(frame.target_language, []).append(
-                np.frombuffer(frame.audio, dtype=np.int16)
-            )
-        elif isinstance(frame, InterpretationDoneFrame):
-            self.finished.setdefault(frame.utterance.id, set()).add(frame.target_language)
-        elif isinstance(frame, UtteranceDroppedFrame):
-            self.dropped.append((frame.utterance, frame.stage, frame.reason))
-        await self.push_frame(frame, direction)
+    def input(self) -> FileInputTransport:
+        return self._input
+
+    def output(self) -> FileOutputTransport:
+        return self._output
 
 
 async def run_cascade_on_tracks(
@@ -126,86 +197,73 @@ async def run_cascade_on_tracks(
     tracks: list[SpeakerTrack],
     listeners: list[str],
     *,
+    params: InterpretationParams | None = None,
     segmenter: SegmenterParams | None = None,
     realtime: bool = False,
-    warn_slow: bool = True,
+    warn_slow: bool | None = None,
     progress: bool = True,
-    **cascade_options: Any,
+    consent: Any | None = None,
 ) -> FileTranslation:
-    """Push the tracks through a fresh room's cascade and collect the results.
+    """Push the tracks through a fresh session and collect the results.
 
     Args:
         engines: Loaded engines.
         tracks: One per participant; all start at time zero.
         listeners: Languages to interpret into.
-        segmenter: Segmentation parameters.
+        params: How to interpret (``bot.app.interpretation_params``); default values
+            otherwise. ``listeners`` and the backlog limit (none unless ``realtime``)
+            override it.
+        segmenter: Segmentation parameters (overrides ``params.segmenter``).
         realtime: Pace the audio like a live call (for latency measurements); otherwise
             push it as fast as the pipeline takes it.
-        warn_slow: Warn when ASR runs slower than real time.
+        warn_slow: Warn when ASR runs slower than real time (overrides ``params``).
         progress: Log progress while feeding.
-        **cascade_options: More keyword arguments for :func:`build_cascade` (voices).
+        consent: The voice consent policy (``voices.consent.VoiceConsent``).
     """
-    room = Room(listeners, default_language=tracks[0].language if tracks else "en")
+    from dataclasses import replace
+
+    base = params or InterpretationParams()
+    changes: dict[str, Any] = {
+        "listener_languages": list(listeners),
+        "default_language": tracks[0].language if tracks else base.default_language,
+        "max_pending": 8 if realtime else None,
+    }
+    if segmenter is not None:
+        changes["segmenter"] = segmenter
+    if warn_slow is not None:
+        changes["warn_slow"] = warn_slow
+    transport = FileTransport(name="file")
+    session = InterpretationSession(engines, transport, replace(base, **changes), consent=consent, name="file")
     for track in tracks:
-        room.join(track.user_id, language=track.language)
-    collector = UtteranceCollector()
-    processors = build_cascade(
-        engines,
-        room,
-        segmenter=segmenter,
-        warn_slow=warn_slow,
-        max_pending=None if not realtime else 8,
-        **cascade_options,
-    )
-    worker = PipelineWorker(
-        Pipeline([*processors, collector]),
-        params=PipelineParams(enable_metrics=False),
-        cancel_on_idle_timeout=False,
-        enable_rtvi=False,
-        check_dangling_tasks=False,
-    )
-    errors: list[str] = []
-    started_event = asyncio.Event()
-
-    @worker.event_handler("on_pipeline_started")
-    async def _started(_worker: Any, _frame: Frame) -> None:
-        started_event.set()
-
-    @worker.event_handler("on_pipeline_error")
-    async def _error(_worker: Any, frame: ErrorFrame) -> None:
-        errors.append(frame.error)
+        await session.join(track.user_id, language=track.language)
 
     frame_samples = 16000 * FRAME_MS // 1000
     total_frames = max((len(t.pcm) + frame_samples - 1) // frame_samples for t in tracks) if tracks else 0
+    feeder = transport.input()
+    collector = transport.output()
 
-    async def feed() -> None:
-        await asyncio.wait_for(started_event.wait(), timeout=30)
-        begin = time.monotonic()
-        next_report = begin + 5.0
-        for index in range(total_frames):
-            for track in tracks:
-                piece = track.pcm[index * frame_samples : (index + 1) * frame_samples]
-                if len(piece):
-                    await worker.queue_frame(
-                        UserAudioRawFrame(
-                            audio=piece.tobytes(), sample_rate=16000, num_channels=1, user_id=track.user_id
-                        )
-                    )
-            if realtime:
-                due = begin + (index + 1) * FRAME_MS / 1000
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            elif index % 50 == 49:
-                await asyncio.sleep(0)  # let the cascade work while we feed
-            if progress and time.monotonic() >= next_report:
-                next_report += 5.0
-                logger.info(f"fed {(index + 1) * FRAME_MS / 1000:.0f} s of {total_frames * FRAME_MS / 1000:.0f} s")
-        await worker.queue_frame(EndFrame())
-
-    runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-    await runner.add_workers(worker)
     started = time.monotonic()
-    await asyncio.gather(runner.run(), feed())
-    utterances = sorted(collector.utterances.values(), key=lambda u: (u.end, u.id))
+    await session.start()
+    await feeder.ready.wait()
+    begin = collector.clock_start = time.monotonic()
+    next_report = begin + 5.0
+    for index in range(total_frames):
+        for track in tracks:
+            piece = track.pcm[index * frame_samples : (index + 1) * frame_samples]
+            if len(piece):
+                await feeder.feed(track.user_id, piece)
+        if realtime:
+            due = begin + (index + 1) * FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        elif index % 50 == 49:
+            await asyncio.sleep(0)  # let the cascade work while we feed
+        if progress and time.monotonic() >= next_report:
+            next_report += 5.0
+            logger.info(f"fed {(index + 1) * FRAME_MS / 1000:.0f} s of {total_frames * FRAME_MS / 1000:.0f} s")
+    await session.end_of_input()
+
+    finished = [r for r in collector.results if r.dropped is None and r.transcript]
+    utterances = sorted(finished, key=lambda r: (r.utterance.end, r.utterance.id))
     audio = {
         uid: {lang: np.concatenate(parts) for lang, parts in per_lang.items()}
         for uid, per_lang in collector.chunks.items()
@@ -213,9 +271,10 @@ async def run_cascade_on_tracks(
     return FileTranslation(
         utterances=utterances,
         audio=audio,
-        sample_rate=collector.sample_rate or engines.tts.sample_rate,
-        dropped=collector.dropped,
-        errors=errors,
+        sample_rate=collector.tts_rate or engines.tts.sample_rate,
+        dropped=[r for r in collector.results if r.dropped is not None],
+        captions=collector.captions,
+        errors=list(session.errors),
         wall_seconds=time.monotonic() - started,
         input_seconds=total_frames * FRAME_MS / 1000,
     )
@@ -240,9 +299,9 @@ def write_outputs(
     pieces: list[np.ndarray] = []
     cursor = 0
     entries = []
-    for utterance in result.utterances:
-        entry = utterance.summary()
-        speech = result.audio.get(utterance.id, {}).get(target)
+    for interpreted in result.utterances:
+        entry = interpreted.summary()
+        speech = result.audio.get(interpreted.id, {}).get(target)
         if speech is not None and len(speech):
             if rate != result.sample_rate:
                 speech = resample(speech, result.sample_rate, rate)
@@ -261,9 +320,18 @@ def write_outputs(
         "sample_rate": rate,
         "utterances": entries,
         "dropped": [
-            {"id": u.id, "user_id": u.user_id, "start": round(u.start, 3), "end": round(u.end, 3), "stage": stage, "reason": reason}
-            for u, stage, reason in result.dropped
+            {
+                "id": r.id,
+                "user_id": r.user_id,
+                "start": round(r.utterance.start, 3),
+                "end": round(r.utterance.end, 3),
+                "stage": r.dropped[0],
+                "reason": r.dropped[1],
+            }
+            for r in result.dropped
+            if r.dropped is not None
         ],
+        "captions": result.captions,
         "latency": result.latency().as_dict(),
         "wall_seconds": round(result.wall_seconds, 3),
         "input_seconds": round(result.input_seconds, 3),

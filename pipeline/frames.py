@@ -15,6 +15,7 @@ from typing import Any
 
 from pipecat.frames.frames import (
     DataFrame,
+    SystemFrame,
     TranscriptionFrame,
     TranslationFrame,
     TTSAudioRawFrame,
@@ -22,13 +23,18 @@ from pipecat.frames.frames import (
 
 __all__ = [
     "STAGE_MARKS",
+    "CaptionFrame",
     "InterpretationAudioFrame",
     "InterpretationDoneFrame",
+    "InterpretationResult",
+    "InterpretationResultFrame",
+    "TranslationsDoneFrame",
     "Utterance",
     "UtteranceAudioFrame",
     "UtteranceDroppedFrame",
     "UtteranceTranscriptionFrame",
     "UtteranceTranslationFrame",
+    "VoiceConsentFrame",
 ]
 
 _ids = itertools.count(1)
@@ -52,8 +58,10 @@ class Utterance:
             see ``STAGE_MARKS``.
         compute: Seconds of engine compute per stage (``asr``, ``mt``, ``tts``), so the
             pipeline's own overhead can be told apart from model time.
-        transcript: Filled in by the ASR stage.
-        translations: Filled in by the MT stage, by target language.
+
+    The record carries identity and timing only: what was said and its translations
+    travel in frames (``UtteranceTranscriptionFrame``, ``CaptionFrame``,
+    ``InterpretationResultFrame``), never written into a record other stages read.
     """
 
     user_id: str
@@ -64,8 +72,6 @@ class Utterance:
     split: bool = False
     marks: dict[str, float] = field(default_factory=dict)
     compute: dict[str, float] = field(default_factory=dict)
-    transcript: str = ""
-    translations: dict[str, str] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
@@ -100,20 +106,6 @@ class Utterance:
                 out[name] = m[b] - m[a]
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready description (captions, logs, metrics)."""
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "language": self.language,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "split": self.split,
-            "transcript": self.transcript,
-            "translations": dict(self.translations),
-            "latency": {k: round(v, 4) for k, v in self.latencies().items()},
-            "compute": {k: round(v, 4) for k, v in self.compute.items()},
-        }
 
 
 @dataclass
@@ -159,10 +151,15 @@ class InterpretationAudioFrame(TTSAudioRawFrame):
 
 @dataclass
 class InterpretationDoneFrame(DataFrame):
-    """All audio of one utterance's interpretation into ``target_language`` has been sent."""
+    """All audio of one utterance's interpretation into ``target_language`` has been sent.
+
+    ``error`` says why it ended early (synthesis failed for this language); other
+    languages of the utterance are not affected.
+    """
 
     utterance: Utterance
     target_language: str
+    error: str | None = None
 
 
 @dataclass
@@ -176,3 +173,116 @@ class UtteranceDroppedFrame(DataFrame):
     utterance: Utterance
     stage: str
     reason: str
+
+
+@dataclass
+class CaptionFrame(DataFrame):
+    """What one participant said, for people to read: a partial or final caption.
+
+    The ASR stage sends ``final=False`` captions with the transcript alone (as soon as it
+    exists, and growing while someone speaks when the engine streams); the MT stage sends
+    the ``final=True`` caption with every translation once they are all done. Transports
+    render these as they come (data channel, chat message, captions file).
+
+    Attributes:
+        utterance: The utterance this caption belongs to (its id, speaker and timing).
+        text: The transcript (so far, when not final).
+        translations: Translations by target language (final captions).
+        final: Whether this is the utterance's last caption.
+    """
+
+    utterance: Utterance
+    text: str
+    translations: dict[str, str] = field(default_factory=dict)
+    final: bool = False
+
+    @property
+    def user_id(self) -> str:
+        return self.utterance.user_id
+
+    @property
+    def language(self) -> str:
+        return self.utterance.language
+
+
+@dataclass
+class TranslationsDoneFrame(DataFrame):
+    """The MT stage is done with an utterance: ``translations`` is every language it produced.
+
+    Tells ordered consumers (the Discord playback queue) which interpretations will come,
+    so a language the room stopped wanting in between never holds a place.
+    """
+
+    utterance: Utterance
+    translations: dict[str, str]
+
+
+@dataclass
+class InterpretationResult:
+    """Everything one utterance became, once no stage will add to it.
+
+    Attributes:
+        utterance: Identity and timing.
+        transcript: What was recognised ("" when nothing was).
+        translations: By target language.
+        spoken: Languages whose interpretation audio was completely produced.
+        dropped: ``(stage, reason)`` when a stage gave up on the utterance.
+    """
+
+    utterance: Utterance
+    transcript: str = ""
+    translations: dict[str, str] = field(default_factory=dict)
+    spoken: tuple[str, ...] = ()
+    dropped: tuple[str, str] | None = None
+
+    @property
+    def id(self) -> int:
+        return self.utterance.id
+
+    @property
+    def user_id(self) -> str:
+        return self.utterance.user_id
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description (captions files, logs, metrics)."""
+        u = self.utterance
+        return {
+            "id": u.id,
+            "user_id": u.user_id,
+            "language": u.language,
+            "start": round(u.start, 3),
+            "end": round(u.end, 3),
+            "split": u.split,
+            "transcript": self.transcript,
+            "translations": dict(self.translations),
+            "latency": {k: round(v, 4) for k, v in u.latencies().items()},
+            "compute": {k: round(v, 4) for k, v in u.compute.items()},
+        }
+
+
+@dataclass
+class InterpretationResultFrame(DataFrame):
+    """One utterance is finished: every interpretation played out, or the utterance dropped."""
+
+    result: InterpretationResult
+
+    @property
+    def utterance(self) -> Utterance:
+        return self.result.utterance
+
+    @property
+    def user_id(self) -> str:
+        return self.result.utterance.user_id
+
+
+@dataclass
+class VoiceConsentFrame(SystemFrame):
+    """A participant allowed or refused voice cloning (or asked to be forgotten).
+
+    A system frame, so it overtakes queued audio: whatever captures voices discards the
+    participant's capture at once when ``allowed`` is false or ``forget`` is set.
+    """
+
+    user_id: str
+    allowed: bool
+    forget: bool = False

@@ -24,6 +24,9 @@ class Participant:
         hears: The language they want to hear (WebRTC), or ``None`` for the room's.
         voice: Their voice profile for cloning, once one exists (``None``: neutral voice).
         voice_opt_out: They asked not to be cloned: a neutral voice speaks for them.
+        identity: Who they are across sessions: the key their enrolled voice and consent
+            are stored under (a Discord user id, the user a room token names); ``None``
+            for anonymous participants, of whom nothing is stored.
     """
 
     user_id: str
@@ -32,6 +35,7 @@ class Participant:
     hears: str | None = None
     voice: Any | None = None
     voice_opt_out: bool = False
+    identity: str | None = None
 
 
 class Room:
@@ -48,11 +52,21 @@ class Room:
         self.default_language = default_language
         self.participants: dict[str, Participant] = {}
 
-    def join(self, user_id: str, *, language: str | None = None, name: str = "", hears: str | None = None) -> Participant:
+    def join(
+        self,
+        user_id: str,
+        *,
+        language: str | None = None,
+        name: str = "",
+        hears: str | None = None,
+        identity: str | None = None,
+    ) -> Participant:
         """Add a participant, or update the one with this id."""
         participant = self.participants.get(user_id)
         if participant is None:
-            participant = Participant(user_id, language or self.default_language, name or user_id, hears)
+            participant = Participant(
+                user_id, language or self.default_language, name or user_id, hears, identity=identity
+            )
             self.participants[user_id] = participant
             logger.info(f"participant {user_id} joined, speaks {participant.language}")
         else:
@@ -62,6 +76,8 @@ class Room:
                 participant.name = name
             if hears:
                 participant.hears = hears
+            if identity:
+                participant.identity = identity
         return participant
 
     def leave(self, user_id: str) -> None:

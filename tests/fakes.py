@@ -24,6 +24,7 @@ from pipeline.engines.base import (
     VADStream,
 )
 from pipeline.errors import EngineError, UnsupportedLanguageError
+from voices.profile import VoiceLatents
 
 
 def tone(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
@@ -176,6 +177,48 @@ class HalvingDenoiseEngine(DenoiseEngine):
         f = CountingFilter()
         self.filters.append(f)
         return f
+
+
+class SpectrumCloner:
+    """A deterministic stand-in for XTTS's conditioning: band energies of the speech.
+
+    Different speech gives different latents, the same speech the same ones; every call
+    is recorded so tests can tell when a voice was (re)computed.
+    """
+
+    clones_voices = True
+    name = "spectrum"
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []  # seconds of audio per call
+
+    def condition(self, pcm: np.ndarray, sample_rate: int) -> VoiceLatents:
+        self.calls.append(len(pcm) / sample_rate)
+        frames = pcm[: len(pcm) // 512 * 512].reshape(-1, 512).astype(np.float64)
+        spectrum = np.log1p(np.abs(np.fft.rfft(frames, axis=1)).mean(axis=0))
+        bands = np.array([band.mean() for band in np.array_split(spectrum, 32)])
+        gpt = np.tile(bands, (8, 1)).T[None]  # (1, 32, 8)
+        speaker = bands[:16] / np.linalg.norm(bands[:16])
+        return VoiceLatents(gpt.astype(np.float32), speaker[None, :, None].astype(np.float32))
+
+
+class CloningBeepTTSEngine(BeepTTSEngine):
+    """The beep engine as a cloning one: it conditions voices like :class:`SpectrumCloner`."""
+
+    name = "cloning-beep"
+    clones_voices = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cloner = SpectrumCloner()
+
+    @property
+    def conditioned(self) -> list[float]:
+        """Seconds of audio of each ``condition`` call."""
+        return self._cloner.calls
+
+    def condition(self, pcm: np.ndarray, sample_rate: int) -> Any:
+        return self._cloner.condition(pcm, sample_rate)
 
 
 def fake_engines(**overrides: Any) -> Engines:

@@ -23,7 +23,7 @@ async def test_two_speakers_interleaved_come_out_separated_and_in_order():
     alice = track("alice", "en", silence(0.2), tone(440, 0.6), silence(1.2), tone(660, 0.6), silence(0.8))
     bob = track("bob", "es", silence(1.0), tone(550, 0.6), silence(1.8))
     result = await run_cascade_on_tracks(fake_engines(), [alice, bob], ["en", "es"], segmenter=PARAMS)
-    got = [(u.user_id, u.transcript, u.translations) for u in result.utterances]
+    got = [(r.user_id, r.transcript, r.translations) for r in result.utterances]
     assert got == [
         ("alice", "Tone 440.", {"es": "[es] Tone 440."}),
         ("bob", "Tone 550.", {"en": "[en] Tone 550."}),
@@ -42,7 +42,7 @@ async def test_a_slow_speaker_does_not_delay_the_other_end_to_end():
     alice = track("alice", "en", silence(0.1), tone(440, 0.5), silence(0.6))
     bob = track("bob", "en", silence(0.1), tone(660, 0.5), silence(0.6))
     result = await run_cascade_on_tracks(engines, [alice, bob], ["es"], segmenter=PARAMS, realtime=True)
-    by_user = {u.user_id: u for u in result.utterances}
+    by_user = {r.user_id: r.utterance for r in result.utterances}
     assert by_user["bob"].marks["first_audio_out"] < by_user["alice"].marks["asr_done"]
     assert by_user["bob"].latencies()["end_to_first_audio"] < 0.5
 
@@ -56,9 +56,9 @@ async def test_a_failing_utterance_is_reported_and_the_rest_go_on(tmp_path):
     engines = fake_engines(asr=ToneASREngine(fail_on={440}))
     alice = track("alice", "en", silence(0.2), tone(440, 0.5), silence(0.6), tone(660, 0.5), silence(0.6))
     result = await run_cascade_on_tracks(engines, [alice], ["es"], segmenter=PARAMS)
-    assert [u.transcript for u in result.utterances] == ["Tone 660."]
+    assert [r.transcript for r in result.utterances] == ["Tone 660."]
     assert len(result.errors) == 1 and "440" in result.errors[0]
-    assert [(stage, u.user_id) for u, stage, _ in result.dropped] == [("asr", "alice")]
+    assert [(r.dropped[0], r.user_id) for r in result.dropped if r.dropped] == [("asr", "alice")]
 
     doc = write_outputs(result, "es", tmp_path / "out.wav", tmp_path / "cap.json", inputs=["a.wav"])
     saved = json.loads((tmp_path / "cap.json").read_text())
@@ -80,5 +80,5 @@ async def test_outputs_are_written_in_order_with_offsets(tmp_path):
     outs = [u["output"] for u in doc["utterances"]]
     assert outs[0]["start"] == 0.0 and outs[1]["start"] > outs[0]["end"]
     assert abs(outs[-1]["end"] - frames / 16000) < 0.01
-    stats = LatencyStats.from_utterances(result.utterances).as_dict()
+    stats = LatencyStats.from_utterances(r.utterance for r in result.utterances).as_dict()
     assert stats["end_to_first_audio"]["n"] == 2 and stats["overhead"]["n"] == 2

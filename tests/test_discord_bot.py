@@ -24,13 +24,16 @@ import pytest
 from bot.config import load_settings
 from bot.discord_bot import DiscordSettings, PolyvoxBot
 from bot.guild_settings import GuildSettingsStore
-from bot.voice_store import SQLiteVoiceStore
 from pipeline.segmenter import SegmenterParams
-from tests.fakes import fake_engines, silence, tone
+from pipeline.session import InterpretationParams, SessionFactory
+from tests.fakes import CloningBeepTTSEngine, fake_engines, silence, tone
 from tests.test_discord_transport import RecordingSink, wait_for
 from transports.discord.session import SessionParams
+from voices.consent import VoiceConsent
+from voices.store import VoiceStore
 
 GUILD, VOICE, TEXT, HIDDEN_TEXT = 900, 901, 902, 903
+FAST = SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0)
 BOT_ID, ADMIN, ALICE, BOB = 800, 801, 802, 803
 INTERPRETER_ROLE = 700
 MEMBERS = {BOT_ID: ("polyvox", []), ADMIN: ("Ada", []), ALICE: ("Alice", [INTERPRETER_ROLE]), BOB: ("Bob", [])}
@@ -288,12 +291,15 @@ async def bot(tmp_path, discord_api):
     settings = load_settings(profile="offline")
     discord_settings = DiscordSettings(
         database=str(tmp_path / "discord.sqlite3"), manager_roles=["Interpreters"], sync_commands=False,
-        enroll_seconds=3, enroll_timeout_s=10, leave_when_empty_s=0.2, reconnect_after_s=1,
+        enroll_seconds=4, enroll_timeout_s=10, leave_when_empty_s=0.2, reconnect_after_s=1,
     )
     io_ = FakeVoiceIO()
-    client = PolyvoxBot(settings=settings, discord_settings=discord_settings, engines=fake_engines(), voice_io=io_)
-    client.session_params = lambda: SessionParams(  # fast segmentation and watchdog for tests
-        segmenter=SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0),
+    engines = fake_engines(tts=CloningBeepTTSEngine())
+    # The one voice store every transport shares, in the test's folder.
+    consent = VoiceConsent(VoiceStore(tmp_path / "voices", vad=engines.vad), engine=engines.tts)
+    factory = SessionFactory(engines, InterpretationParams(segmenter=FAST, listener_languages=["es"]), consent=consent)
+    client = PolyvoxBot(settings=settings, discord_settings=discord_settings, factory=factory, voice_io=io_)
+    client.session_params = lambda: SessionParams(  # a fast watchdog for tests
         watch_interval_s=0.05, reconnect_after_s=0.2, reconnect_backoff_s=0.2,
     )
     await client._async_setup_hook()  # what login() does first: bind the client to this loop
@@ -418,12 +424,11 @@ async def test_members_joining_and_leaving_the_channel_and_leaving_once_empty(bo
     session = bot.sessions[GUILD]
     state = bot._connection
     state.parse_voice_state_update(voice_state(BOB, None))
-    await asyncio.sleep(0.05)
-    assert str(BOB) not in session.room.participants
-    assert session.receiver.removed == [BOB]
+    await wait_for(lambda: str(BOB) not in session.room.participants, 5)
+    assert session.receiver.removed == [BOB] and session.interpretation.holding(str(BOB)) == []
     bot.guild_store.set_member_language(GUILD, BOB, "es")
     state.parse_voice_state_update(voice_state(BOB, VOICE))
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: str(BOB) in session.room.participants, 5)
     assert session.room.language_of(str(BOB)) == "es"
     for user in (ADMIN, ALICE, BOB):
         state.parse_voice_state_update(voice_state(user, None))
@@ -488,10 +493,11 @@ async def test_enroll_from_an_attachment_then_status_then_forget(bot):
     text, _ = replies.last
     assert "Voice cloning: **on**" in text and "enrolled with 8.0 s" in text
     replies = await run_command(bot, ALICE, "voice forget")
-    assert replies.last[1] and "Deleted your voice profile (1 item(s))" in replies.last[0]
-    assert bot.voice_store.status(ALICE) is None
+    assert replies.last[1] and "Deleted your stored voice profile and its files" in replies.last[0]
+    assert await bot.consent.status(str(ALICE)) is None
+    assert list((bot.consent.store.data_dir / "tensors").iterdir()) == []
     replies = await run_command(bot, ALICE, "voice forget")
-    assert "nothing to delete" in replies.last[0]
+    assert "no stored voice profile" in replies.last[0]
 
 
 async def test_enroll_rejects_a_file_that_is_not_audio_and_one_too_short(bot):
@@ -501,7 +507,7 @@ async def test_enroll_rejects_a_file_that_is_not_audio_and_one_too_short(bot):
         replies = await run_command(bot, ALICE, "voice enroll", options=options, resolved=resolved)
         text, ephemeral = replies.last
         assert ephemeral and expected in text, text
-    assert bot.voice_store.status(ALICE) is None
+    assert await bot.consent.status(str(ALICE)) is None
 
 
 async def test_enroll_live_records_the_callers_next_seconds_in_the_channel(bot):
@@ -521,28 +527,25 @@ async def test_enroll_live_records_the_callers_next_seconds_in_the_channel(bot):
     speaker.start()
     replies = await run_command(bot, ALICE, "voice enroll")
     await asyncio.to_thread(speaker.join)
-    assert replies.messages[0][1] and "Recording your next 3 s" in replies.messages[0][0]
+    assert replies.messages[0][1] and "Recording your next 4 s" in replies.messages[0][0]
     text, ephemeral = replies.last
-    assert ephemeral and "3.0 s of speech stored" in text
+    assert ephemeral and "enrolled: 4.0 s of speech" in text
 
 
 async def test_voice_off_and_on_are_remembered_and_applied_to_the_live_room(bot):
-    class CloningStore(SQLiteVoiceStore):
-        def profile(self, user_id: int) -> Any:
-            return f"voice-of-{user_id}"
-
-    bot.voice_store = CloningStore()
+    speech = np.concatenate([tone(200, 5.0), tone(300, 3.0)])
+    await bot.consent.enroll(str(BOB), speech)
     await run_command(bot, ADMIN, "join", permissions=MANAGE)
     room = bot.sessions[GUILD].room
-    assert room.voice_for(str(BOB)) == f"voice-of-{BOB}"
+    assert room.voice_for(str(BOB)).source == "enrolled"
     replies = await run_command(bot, BOB, "voice off")
     assert replies.last[1] and "neutral voice" in replies.last[0]
-    assert room.voice_for(str(BOB)) is None and bot.guild_store.voice_opted_out(BOB)
+    assert room.voice_for(str(BOB)) is None and not await bot.consent.allowed(str(BOB))
     assert "Voice cloning: **off" in (await run_command(bot, BOB, "voice status")).last[0]
     replies = await run_command(bot, BOB, "voice enroll")
     assert replies.last[1] and "/voice on" in replies.last[0]
     await run_command(bot, BOB, "voice on")
-    assert room.voice_for(str(BOB)) == f"voice-of-{BOB}" and not bot.guild_store.voice_opted_out(BOB)
+    assert room.voice_for(str(BOB)).source == "enrolled" and await bot.consent.allowed(str(BOB))
 
 
 async def test_settings_survive_a_restart_of_the_bot(bot, tmp_path):
@@ -554,7 +557,8 @@ async def test_settings_survive_a_restart_of_the_bot(bot, tmp_path):
     reopened = GuildSettingsStore(tmp_path / "discord.sqlite3")
     assert reopened.guild(GUILD).languages == ["es", "en"]
     assert reopened.guild(GUILD).captions_channel_id == TEXT
-    assert reopened.member_language(GUILD, BOB) == "es" and reopened.voice_opted_out(BOB)
+    assert reopened.member_language(GUILD, BOB) == "es"
+    assert VoiceStore(tmp_path / "voices").is_opted_out(str(BOB))
 
 
 async def test_commands_in_direct_messages_are_refused(bot):
@@ -591,12 +595,11 @@ async def test_a_session_posts_each_utterance_as_one_caption_while_captions_are_
 
     room = Room(["en", "es"], default_language="en")
     session = VoiceSession(
-        Channel(), fake_engines(), room, voice_io=FakeVoiceIO(),
-        params=SessionParams(segmenter=SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0)),
+        Channel(), SessionFactory(fake_engines(), InterpretationParams(segmenter=FAST)), room, voice_io=FakeVoiceIO(),
         send_caption=lambda: send if captions_on else None,
     )
-    session.member_joined(ALICE, language="en", name="Alice", voice=None)
-    session.member_joined(BOB, language="es", name="Bob", voice=None)
+    await session.member_joined(ALICE, language="en", name="Alice")
+    await session.member_joined(BOB, language="es", name="Bob")
     await session.start()
     try:
         def talk(user: int, freq: int) -> None:
@@ -654,7 +657,7 @@ async def test_a_token_discord_refuses_is_one_clear_error(tmp_path, discord_api)
         await serve_bot(
             load_settings(profile="offline"),
             DiscordSettings(database=str(tmp_path / "d.sqlite3"), sync_commands=False),
-            fake_engines(),
+            SessionFactory(fake_engines()),
             token="not-a-token",
         )
 

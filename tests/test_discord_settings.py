@@ -1,15 +1,14 @@
-"""Guild settings in SQLite, the voice store stand-in and the ``discord:`` config section."""
+"""Guild settings in SQLite, the move of old opt-outs to the voice store, and the ``discord:`` section."""
 
 from __future__ import annotations
 
-import numpy as np
+import sqlite3
+
 import pytest
 from pydantic import ValidationError
 
 from bot.discord_bot import DiscordSettings
 from bot.guild_settings import GuildSettingsStore
-from bot.voice_store import SQLiteVoiceStore, VoiceStore
-from tests.fakes import silence, tone
 
 
 def test_a_guild_that_chose_nothing_gets_the_default_languages_and_no_captions(tmp_path):
@@ -26,7 +25,6 @@ def test_everything_survives_reopening_the_file(tmp_path):
     store.set_languages(2, ["fr"])
     store.set_member_language(1, 7, "es")
     store.set_member_language(2, 7, "fr")
-    store.set_voice_opt_out(7, True)
     store.close()
 
     again = GuildSettingsStore(path)
@@ -34,7 +32,6 @@ def test_everything_survives_reopening_the_file(tmp_path):
     assert again.guild(2).languages == ["fr"] and again.guild(2).captions_channel_id is None
     assert again.member_language(1, 7) == "es" and again.member_language(2, 7) == "fr"
     assert again.member_language(1, 8) is None
-    assert again.voice_opted_out(7) and not again.voice_opted_out(8)
 
 
 def test_changing_one_setting_keeps_the_others(tmp_path):
@@ -46,40 +43,22 @@ def test_changing_one_setting_keeps_the_others(tmp_path):
     assert store.guild(1).languages == ["en", "fr"] and store.guild(1).captions_channel_id is None
 
 
-def test_opting_back_in_and_forgetting_a_user(tmp_path):
+def test_forgetting_a_user(tmp_path):
     store = GuildSettingsStore(tmp_path / "s.sqlite3")
-    store.set_voice_opt_out(7, True)
-    store.set_voice_opt_out(7, True)  # twice is fine
-    store.set_voice_opt_out(7, False)
-    assert not store.voice_opted_out(7)
     store.set_member_language(1, 7, "es")
     store.set_member_language(2, 7, "en")
     assert store.forget_user(7) == 2
     assert store.member_language(1, 7) is None
 
 
-def test_the_default_voice_store_keeps_enrollments_and_deletes_them(tmp_path):
-    store = SQLiteVoiceStore(tmp_path / "v.sqlite3")
-    assert isinstance(store, VoiceStore)
-    speech = np.concatenate([tone(220, 4.0), tone(330, 2.0)])
-    summary = store.enroll(7, speech)
-    assert summary.startswith("6.0 s of speech stored")
-    assert store.status(7).startswith("enrolled with 6.0 s of speech on ")
-    assert store.profile(7) is None  # no cloning without the XTTS store
-    store.close()
-    again = SQLiteVoiceStore(tmp_path / "v.sqlite3")
-    assert again.status(7) is not None
-    assert again.forget(7) == 1 and again.forget(7) == 0
-    assert again.status(7) is None
-
-
-def test_the_default_voice_store_refuses_too_little_or_silent_speech():
-    store = SQLiteVoiceStore()
-    with pytest.raises(ValueError, match="at least 3 s"):
-        store.enroll(7, tone(220, 2.0))
-    with pytest.raises(ValueError, match="silent"):
-        store.enroll(7, silence(5.0))
-    assert store.status(7) is None
+def test_opt_outs_an_older_version_kept_here_are_handed_over_once(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    GuildSettingsStore(path).close()
+    with sqlite3.connect(path) as db:  # what an older polyvox wrote
+        db.executemany("INSERT INTO voice_opt_outs (user_id) VALUES (?)", [(7,), (9,)])
+    store = GuildSettingsStore(path)
+    assert sorted(store.take_legacy_opt_outs()) == [7, 9]
+    assert store.take_legacy_opt_outs() == []
 
 
 def test_discord_settings_defaults_and_validation():

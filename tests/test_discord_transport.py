@@ -22,10 +22,10 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from pipeline.cascade import build_cascade
-from pipeline.frames import Utterance
+from pipeline.frames import CaptionFrame, Utterance
 from pipeline.room import Room
 from pipeline.segmenter import SegmenterParams
+from pipeline.session import InterpretationParams, InterpretationSession
 from tests.fakes import ToneASREngine, fake_engines, silence, tone
 from transports.discord.transport import DiscordVoiceTransport, playback_key
 
@@ -116,6 +116,17 @@ async def running(transport: DiscordVoiceTransport, processors: list[FrameProces
         await asyncio.wait_for(run, 30)
 
 
+@asynccontextmanager
+async def session_running(transport: DiscordVoiceTransport, engines: Any, room: Room, segmenter: SegmenterParams | None = None):
+    """Run an interpretation session over ``transport``; end it cleanly (drained) on exit."""
+    session = InterpretationSession(engines, transport, InterpretationParams(segmenter=segmenter or PARAMS), room=room)
+    await session.start()
+    try:
+        yield session
+    finally:
+        await session.stop(drain=True)
+
+
 def feed_from_thread(transport: DiscordVoiceTransport, tracks: dict[int, np.ndarray], pace: float = 0.25) -> threading.Thread:
     """Feed 20 ms chunks of each member's audio as the receiver does: from its own thread,
     all members on one clock, at ``pace`` × real time."""
@@ -177,7 +188,7 @@ async def test_interpretations_are_keyed_by_speech_end_even_when_the_later_one_i
     transport = DiscordVoiceTransport(sink, room=room)
     alice = np.concatenate([silence(0.1), tone(440, 0.5), silence(1.5)])
     bob = np.concatenate([silence(0.9), tone(550, 0.5), silence(0.7)])
-    async with running(transport, build_cascade(engines, room, segmenter=PARAMS)):
+    async with session_running(transport, engines, room):
         thread = feed_from_thread(transport, {ALICE: alice, BOB: bob})
         await asyncio.to_thread(thread.join)
         await wait_for(lambda: len(sink.keys("finish")) == 2)
@@ -199,19 +210,20 @@ async def test_captions_come_once_per_utterance_with_transcript_and_every_transl
     room.join(str(ALICE), language="en", name="Alice")
     sink = RecordingSink()
     transport = DiscordVoiceTransport(sink, room=room)
-    captions: list[Utterance] = []
+    captions: list[CaptionFrame] = []
 
     @transport.event_handler("on_caption")
-    async def _caption(_t: Any, utterance: Utterance) -> None:
-        captions.append(utterance)
+    async def _caption(_t: Any, caption: CaptionFrame) -> None:
+        if caption.final:
+            captions.append(caption)
 
     alice = np.concatenate([silence(0.1), tone(440, 0.4), silence(0.6), tone(660, 0.4), silence(0.6)])
-    async with running(transport, build_cascade(fake_engines(), room, segmenter=PARAMS)):
+    async with session_running(transport, fake_engines(), room):
         thread = feed_from_thread(transport, {ALICE: alice})
         await asyncio.to_thread(thread.join)
         await wait_for(lambda: len(captions) == 2)
         await wait_for(lambda: transport.output().pending_utterances == 0)
-    assert [(u.transcript, u.translations) for u in captions] == [
+    assert [(c.text, c.translations) for c in captions] == [
         ("Tone 440.", {"es": "[es] Tone 440.", "fr": "[fr] Tone 440."}),
         ("Tone 660.", {"es": "[es] Tone 660.", "fr": "[fr] Tone 660."}),
     ]
@@ -226,7 +238,7 @@ async def test_a_dropped_utterance_gives_up_its_place_and_the_next_one_plays():
     sink = RecordingSink()
     transport = DiscordVoiceTransport(sink, room=room)
     alice = np.concatenate([silence(0.1), tone(440, 0.4), silence(0.6), tone(660, 0.4), silence(0.6)])
-    async with running(transport, build_cascade(engines, room, segmenter=PARAMS)):
+    async with session_running(transport, engines, room):
         thread = feed_from_thread(transport, {ALICE: alice})
         await asyncio.to_thread(thread.join)
         await wait_for(lambda: len(sink.keys("finish")) == 1)
@@ -247,7 +259,7 @@ async def test_a_language_dropped_from_the_room_mid_utterance_does_not_hold_the_
     sink = RecordingSink()
     transport = DiscordVoiceTransport(sink, room=room)
     alice = np.concatenate([silence(0.1), tone(440, 0.4), silence(0.6)])
-    async with running(transport, build_cascade(fake_engines(asr=slow), room, segmenter=PARAMS)):
+    async with session_running(transport, fake_engines(asr=slow), room):
         thread = feed_from_thread(transport, {ALICE: alice})
         await asyncio.to_thread(thread.join)
         await wait_for(lambda: len(sink.keys("announce")) == 2)
@@ -284,7 +296,7 @@ async def test_speech_end_is_when_the_last_sample_arrived_not_when_a_lane_got_to
         assert before <= transport.spoken_end(Utterance(str(ALICE), "en", start=0.0, end=0.5)) < resumed
         assert transport.spoken_end(late) >= resumed
         assert transport.spoken_end(Utterance(str(BOB), "en", start=0.0, end=0.5)) is None
-        transport.input().forget(str(ALICE))
+        await transport.input().release_participant(str(ALICE))
         assert transport.spoken_end(late) is None
 
 
@@ -351,14 +363,14 @@ async def test_two_members_real_speech_offline_engines_source_plays_both_in_orde
         # Bob starts speaking while Alice is finishing; Alice ends first.
         alice = np.concatenate([silence(0.3), first, silence(2.0 + len(second) / 16000)])
         bob = np.concatenate([silence(0.3 + len(first) / 16000 - 0.5), second, silence(2.0)])
-        captions: list[Utterance] = []
+        captions: list[CaptionFrame] = []
 
         @transport.event_handler("on_caption")
-        async def _caption(_t: Any, utterance: Utterance) -> None:
-            captions.append(utterance)
+        async def _caption(_t: Any, caption: CaptionFrame) -> None:
+            if caption.final:
+                captions.append(caption)
 
-        cascade = build_cascade(engines, room, segmenter=SegmenterParams(min_silence_ms=500))
-        async with running(transport, cascade):
+        async with session_running(transport, engines, room, SegmenterParams(min_silence_ms=500)):
             thread = feed_from_thread(transport, {ALICE: alice, BOB: bob}, pace=0.5)
             await asyncio.to_thread(thread.join)
             await wait_for(
@@ -375,12 +387,12 @@ async def test_two_members_real_speech_offline_engines_source_plays_both_in_orde
         played = np.concatenate(reads)
     finally:
         engines.close()
-    speakers = {u.user_id for u in captions}
+    speakers = {c.user_id for c in captions}
     assert speakers == {str(ALICE), str(BOB)}
-    assert all(u.translations.get("es") for u in captions)
+    assert all(c.translations.get("es") for c in captions)
     keys = sorted(tap.audio)
-    assert {k[1] for k in keys} == {u.id for u in captions}
-    by_id = {u.id: u for u in captions}
+    assert {k[1] for k in keys} == {c.utterance.id for c in captions}
+    by_id = {c.utterance.id: c for c in captions}
     order = [by_id[k[1]].user_id for k in keys]
     # Alice finished first, so every one of her utterances comes before Bob's.
     assert order == sorted(order, key=lambda user: user != str(ALICE)), order

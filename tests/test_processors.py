@@ -10,8 +10,10 @@ from pipecat.frames.frames import ErrorFrame, TextFrame, UserAudioRawFrame
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipeline.frames import (
+    CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
+    TranslationsDoneFrame,
     Utterance,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
@@ -67,13 +69,14 @@ async def test_asr_transcribes_and_restores_punctuation():
     down, _ = await run_test(
         ASRProcessor(ToneASREngine()),
         frames_to_send=[frame],
-        expected_down_frames=[UtteranceAudioFrame, UtteranceTranscriptionFrame],
+        expected_down_frames=[UtteranceAudioFrame, UtteranceTranscriptionFrame, CaptionFrame],
     )
     result = down[1]
     assert result.text == "Tone 440."
     assert result.user_id == "alice"
     assert result.utterance is frame.utterance
-    assert frame.utterance.transcript == "Tone 440."
+    caption = down[2]
+    assert (caption.text, caption.final, caption.translations) == ("Tone 440.", False, {})
     assert "asr_done" in frame.utterance.marks and frame.utterance.compute["asr"] >= 0
 
 
@@ -92,7 +95,9 @@ async def test_asr_failure_reports_and_keeps_going():
     down, up = await run_test(
         ASRProcessor(engine),
         frames_to_send=[bad, good],
-        expected_down_frames=[UtteranceAudioFrame, UtteranceDroppedFrame, UtteranceAudioFrame, UtteranceTranscriptionFrame],
+        expected_down_frames=[
+            UtteranceAudioFrame, UtteranceDroppedFrame, UtteranceAudioFrame, UtteranceTranscriptionFrame, CaptionFrame,
+        ],
         expected_up_frames=[ErrorFrame],
     )
     assert "cannot recognise 300 Hz" in up[0].error
@@ -132,10 +137,15 @@ async def test_translation_into_every_other_listener_language():
     down, _ = await run_test(
         TranslationProcessor(TagMTEngine(), room),
         frames_to_send=[frame],
-        expected_down_frames=[UtteranceTranscriptionFrame, UtteranceTranslationFrame, UtteranceTranslationFrame],
+        expected_down_frames=[
+            UtteranceTranscriptionFrame, UtteranceTranslationFrame, UtteranceTranslationFrame,
+            TranslationsDoneFrame, CaptionFrame,
+        ],
     )
-    assert [(f.target_language, f.text) for f in down[1:]] == [("es", "[es] Hello there."), ("fr", "[fr] Hello there.")]
-    assert frame.utterance.translations == {"es": "[es] Hello there.", "fr": "[fr] Hello there."}
+    assert [(f.target_language, f.text) for f in down[1:3]] == [("es", "[es] Hello there."), ("fr", "[fr] Hello there.")]
+    both = {"es": "[es] Hello there.", "fr": "[fr] Hello there."}
+    assert down[3].translations == both
+    assert (down[4].text, down[4].final, down[4].translations) == ("Hello there.", True, both)
     assert "mt_done" in frame.utterance.marks
 
 
@@ -156,7 +166,10 @@ async def test_translation_of_unsupported_pair_is_an_error_not_a_crash():
         frames_to_send=[transcription("alice", "Hello."), transcription("alice", "Again.")],
     )
     assert len([f for f in up if isinstance(f, ErrorFrame)]) == 2
-    assert len([f for f in down if isinstance(f, UtteranceDroppedFrame)]) == 2
+    # The transcript is still captioned, with no translation; nothing claims audio will come.
+    finals = [f for f in down if isinstance(f, CaptionFrame)]
+    assert [(f.text, f.final, f.translations) for f in finals] == [("Hello.", True, {}), ("Again.", True, {})]
+    assert [f.translations for f in down if isinstance(f, TranslationsDoneFrame)] == [{}, {}]
 
 
 # -- TTS -----------------------------------------------------------------------
@@ -186,7 +199,7 @@ async def test_tts_streams_chunks_then_done():
     assert set(u.latencies()) == {"asr", "mt", "tts_first", "end_to_first_audio"}
 
 
-async def test_tts_failure_drops_only_that_utterance():
+async def test_tts_failure_ends_only_that_interpretation_with_an_error():
     room = Room(["es"])
     frames = []
     for text in ("uno BOOM", "dos"):
@@ -194,9 +207,10 @@ async def test_tts_failure_drops_only_that_utterance():
         frames.append(UtteranceTranslationFrame(text=text, user_id="alice", timestamp="", utterance=u, target_language="es"))
     down, up = await run_test(TTSProcessor(BeepTTSEngine(fail_on="BOOM"), room), frames_to_send=frames)
     kinds = [type(f) for f in down]
-    assert kinds == [UtteranceTranslationFrame, UtteranceDroppedFrame, UtteranceTranslationFrame,
+    assert kinds == [UtteranceTranslationFrame, InterpretationDoneFrame, UtteranceTranslationFrame,
                      InterpretationAudioFrame, InterpretationDoneFrame]
     assert "synthesis failed" in up[0].error
+    assert "synthesis failed" in down[1].error and down[4].error is None
 
 
 # -- VAD / segmentation ----------------------------------------------------------

@@ -8,48 +8,29 @@ with the real XTTS loader.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 
 from pipeline.audio import write_wav
 from pipeline.engines.vad.silero import SileroVADEngine
 from pipeline.errors import AudioInputError, ConfigError
-from pipeline.frames import Utterance, UtteranceAudioFrame
+from pipeline.frames import Utterance, UtteranceAudioFrame, VoiceConsentFrame
 from pipeline.room import Room
 from tests.conftest import concat_with_silence
+from tests.fakes import SpectrumCloner
 from voices.capture import VoiceCapture, VoiceCaptureParams
 from voices.capture_processor import VoiceCaptureProcessor
 from voices.cli import forget_voice, list_voices
+from voices.consent import VoiceConsent
 from voices.enrollment import EnrollmentLimits, VoiceEnrollmentError
-from voices.profile import VoiceLatents, VoiceProfile
-from voices.store import BoundVoiceStore, VoiceStore
-
-
-class SpectrumCloner:
-    """A deterministic stand-in for XTTS's conditioning: band energies of the speech.
-
-    Different speech gives different latents, the same speech the same ones; every call
-    is recorded so tests can tell when a voice was (re)computed.
-    """
-
-    clones_voices = True
-    name = "spectrum"
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []  # seconds of audio per call
-
-    def condition(self, pcm: np.ndarray, sample_rate: int) -> VoiceLatents:
-        self.calls.append(len(pcm) / sample_rate)
-        frames = pcm[: len(pcm) // 512 * 512].reshape(-1, 512).astype(np.float64)
-        spectrum = np.log1p(np.abs(np.fft.rfft(frames, axis=1)).mean(axis=0))
-        bands = np.array([band.mean() for band in np.array_split(spectrum, 32)])
-        gpt = np.tile(bands, (8, 1)).T[None]  # (1, 32, 8)
-        speaker = bands[:16] / np.linalg.norm(bands[:16])
-        return VoiceLatents(gpt.astype(np.float32), speaker[None, :, None].astype(np.float32))
+from voices.profile import VoiceProfile
+from voices.store import VoiceStore
 
 
 class NotACloner:
@@ -317,6 +298,7 @@ def utterance_frame(user: str, pcm: np.ndarray) -> UtteranceAudioFrame:
 
 async def test_processor_sets_the_participants_voice_and_forwards_every_frame(vad, librivox):
     room = Room(["es"])
+    room.join("alice")
     cloner = SpectrumCloner()
     processor = VoiceCaptureProcessor(cloner, vad, room)
     frames = [utterance_frame("alice", clip.pcm) for clip in librivox[:3]]
@@ -334,12 +316,13 @@ async def test_processor_sets_the_participants_voice_and_forwards_every_frame(va
 async def test_processor_uses_the_enrolled_voice_without_capturing(vad, librivox, store, speech):
     enrolled = store.enroll("alice", speech, SpectrumCloner())
     room = Room(["es"])
+    room.join("p1", identity="alice")  # alice, joined under a session id of the transport's
     cloner = SpectrumCloner()
-    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+    processor = VoiceCaptureProcessor(cloner, vad, room, consent=VoiceConsent(store, engine=cloner))
 
-    await run_test(processor, frames_to_send=[utterance_frame("alice", c.pcm) for c in librivox])
+    await run_test(processor, frames_to_send=[utterance_frame("p1", c.pcm) for c in librivox])
 
-    assert room.participants["alice"].voice.key == enrolled.key
+    assert room.participants["p1"].voice.key == enrolled.key
     assert cloner.calls == []
 
 
@@ -347,10 +330,11 @@ async def test_processor_respects_opt_outs(vad, librivox, store, speech):
     store.enroll("bob", speech, SpectrumCloner())
     store.opt_out("bob")
     room = Room(["es"])
+    room.join("bob", identity="bob")
     room.join("carol")
-    room.participants["carol"].voice_opt_out = True  # the room's flag (e.g. /voice off)
+    room.participants["carol"].voice_opt_out = True  # the participant's own flag (the page's switch)
     cloner = SpectrumCloner()
-    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+    processor = VoiceCaptureProcessor(cloner, vad, room, consent=VoiceConsent(store, engine=cloner))
     frames = [utterance_frame(user, c.pcm) for c in librivox for user in ("bob", "carol")]
 
     await run_test(processor, frames_to_send=frames)
@@ -363,8 +347,9 @@ async def test_processor_respects_opt_outs(vad, librivox, store, speech):
 
 async def test_processor_drops_a_voice_when_the_user_opts_out_mid_session(vad, librivox, store):
     room = Room(["es"])
+    room.join("alice", identity="alice")
     cloner = SpectrumCloner()
-    processor = VoiceCaptureProcessor(cloner, vad, room, store=store)
+    processor = VoiceCaptureProcessor(cloner, vad, room, consent=VoiceConsent(store, engine=cloner))
     store.opt_out("alice", False)
     frames = [utterance_frame("alice", c.pcm) for c in librivox[:3]]
 
@@ -383,38 +368,71 @@ def test_enrollment_limits_must_make_sense():
         EnrollmentLimits(min_speech_s=10, max_speech_s=5)
 
 
-async def test_processor_asks_an_extra_opt_out_source(vad, librivox):
+async def test_a_refusal_discards_a_capture_even_while_its_voice_is_being_computed(vad, librivox):
     room = Room(["es"])
+    room.join("alice")
+    computing = threading.Event()
+    release = threading.Event()
+
+    class SlowCloner(SpectrumCloner):
+        def condition(self, pcm, sample_rate):
+            computing.set()
+            release.wait(10)
+            return super().condition(pcm, sample_rate)
+
+    processor = VoiceCaptureProcessor(SlowCloner(), vad, room)
+    frames: list = [utterance_frame("alice", c.pcm) for c in librivox[:3]]
+
+    async def refuse_mid_build() -> None:
+        await asyncio.to_thread(computing.wait, 10)
+        room.participants["alice"].voice_opt_out = True
+        await processor.queue_frame(VoiceConsentFrame("alice", allowed=False))
+        await asyncio.sleep(0.1)
+        release.set()
+
+    refusal = asyncio.create_task(refuse_mid_build())
+    await run_test(processor, frames_to_send=[*frames, SleepFrame(1.0)])
+    await refusal
+    assert room.participants["alice"].voice is None  # the profile computed meanwhile was thrown away
+    assert processor.capture_of("alice") is None
+
+
+async def test_consent_enrolls_reports_and_forgets_and_tells_subscribed_sessions(store, speech, librivox):
     cloner = SpectrumCloner()
-    asked: list[str] = []
-    processor = VoiceCaptureProcessor(
-        cloner, vad, room, opted_out=lambda user: asked.append(user) or user == "dave"
-    )
+    consent = VoiceConsent(store, engine=cloner)
+    told: list[tuple[str, bool, bool]] = []
 
-    await run_test(processor, frames_to_send=[utterance_frame("dave", c.pcm) for c in librivox[:3]])
+    async def listener(identity: str, allowed: bool, forgotten: bool) -> None:
+        told.append((identity, allowed, forgotten))
 
-    assert asked == ["dave"] * 3
-    assert room.participants["dave"].voice is None and cloner.calls == []
+    unsubscribe = consent.subscribe(listener)
+    with pytest.raises(VoiceEnrollmentError, match="only .* s of speech"):
+        await consent.enroll("42", librivox[1].pcm)
+    assert await consent.status("42") is None and await consent.enrolled_voice("42") is None
 
+    profile = await consent.enroll("42", speech)
+    assert profile.version == 1 and "version 1" in await consent.status("42")
+    assert (await consent.enrolled_voice("42")).user_id == "42"
 
-def test_bound_store_speaks_the_chat_commands_protocol(store, speech, librivox):
-    bound = BoundVoiceStore(store, SpectrumCloner())
-
-    with pytest.raises(ValueError, match="only .* s of speech"):
-        bound.enroll(42, librivox[1].pcm)
-    assert bound.status(42) is None and bound.profile(42) is None
-
-    summary = bound.enroll(42, speech)
-
-    assert "s of speech, profile version 1" in summary
-    assert "version 1" in bound.status(42)
-    assert bound.profile(42).user_id == "42"
-    assert bound.forget(42) == 1 and bound.forget(42) == 0
+    await consent.set_allowed("42", False)
+    assert await consent.enrolled_voice("42") is None and not await consent.allowed("42")
+    await consent.set_allowed("42", True)
+    assert await consent.forget("42") is True and await consent.forget("42") is False
     assert_nothing_stored(store)
+    assert told == [("42", True, False), ("42", False, False), ("42", True, False), ("42", True, True), ("42", True, True)]
+    unsubscribe()
+    await consent.set_allowed("42", False)
+    assert len(told) == 5
+
+
+async def test_consent_refuses_to_enroll_with_an_engine_that_does_not_clone(store, speech):
+    with pytest.raises(ConfigError, match="does not clone"):
+        await VoiceConsent(store, engine=NotACloner()).enroll("42", speech)
 
 
 async def test_an_enrolled_voice_set_mid_session_is_not_overwritten_by_capture(vad, librivox, speech):
     room = Room(["es"])
+    room.join("alice")
     cloner = SpectrumCloner()
     enrolled = VoiceProfile("alice", SpectrumCloner().condition(speech, 16000), 20.0, "enrolled")
 

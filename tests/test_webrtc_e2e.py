@@ -120,6 +120,10 @@ async def test_chromium_on_the_page_is_interpreted_for_a_spanish_listener(
     assert caption["name"] == "Alice" and caption["participant_id"] == page["participantId"]
     check_interpretation(listener, caption, engines, clip.text)
     assert any(caption["translations"]["es"] in text for text in page["captionTexts"])
+    # Told on joining what happens to voices (the offline profile clones none), and the
+    # page's "Clone my voice" switch reached the server during the call.
+    assert "neutral synthetic voice" in page["notice"]
+    assert page["voiceOffSeen"] is True
     assert page["leftStatus"] == "Left the room"
     assert shot.exists()
     await check_speech_arrives(listener, caption)

@@ -11,11 +11,8 @@ import pytest
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipeline.frames import UtteranceAudioFrame
-from pipeline.processors.audio_input import AudioInputProcessor
-from pipeline.processors.denoise import DenoiseProcessor
-from pipeline.processors.lanes import UserLaneProcessor
-from pipeline.processors.vad import VADSegmenterProcessor
 from pipeline.segmenter import SegmenterParams
+from pipeline.session import InterpretationParams, SessionFactory
 from tests.fakes import dominant_frequency, fake_engines, silence, tone
 from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
@@ -26,7 +23,7 @@ PARAMS = SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0)
 @pytest.fixture
 async def server():
     settings = WebRTCSettings(ice_addresses=["127.0.0.1"], foreign_gain=0.3, duck_gain=0.15)
-    async with RoomServer(fake_engines(), settings, port=0, segmenter=PARAMS) as srv:
+    async with RoomServer(SessionFactory(fake_engines(), InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
         yield srv
 
 
@@ -126,19 +123,16 @@ async def test_a_participant_dropping_mid_utterance_leaves_the_room_working_and_
     assert [p["name"] for p in listing["participants"]] == ["Bob", "Carol"]
     # What Alice said before dropping still reaches the others...
     await wait_for(lambda: [c for c in final_captions(bob) if c["participant_id"] == aid], what="Alice's last words")
-    # ...and then nothing of hers is left anywhere.
+    # ...and then nothing of hers is left anywhere: every stage that keeps per-participant
+    # state (lanes, denoise filter, segmenter, resampler, results) says so itself.
+    holders = session.session.state_holders()
+    assert {type(h).__name__ for h in holders} >= {
+        "AudioInputProcessor", "DenoiseProcessor", "VADSegmenterProcessor", "ASRProcessor",
+        "TranslationProcessor", "TTSProcessor", "InterpretationResultProcessor",
+    }
+
     def released() -> bool:
-        lanes = any(aid in p.lane_ids() for p in session.processors if isinstance(p, UserLaneProcessor))
-        vad = next(p for p in session.processors if isinstance(p, VADSegmenterProcessor))
-        audio_in = next(p for p in session.processors if isinstance(p, AudioInputProcessor))
-        denoise = next(p for p in session.processors if isinstance(p, DenoiseProcessor))
-        return (
-            not lanes
-            and aid not in session.room.participants
-            and aid not in vad._segmenters  # noqa: SLF001
-            and aid not in denoise._filters  # noqa: SLF001
-            and not any(key[0] == aid for key in audio_in._resamplers)  # noqa: SLF001
-        )
+        return session.session.holding(aid) == [] and aid not in session.room.participants
 
     await wait_for(released, what="Alice's resources to be released")
     assert all(aid not in p.mixer._direct for p in session.transport.peers.values())  # noqa: SLF001
@@ -154,7 +148,7 @@ async def test_a_participant_dropping_mid_utterance_leaves_the_room_working_and_
     await bob.leave()
     await carol.close()
     await wait_for(lambda: not server.rooms, what="the empty room to be removed")
-    await wait_for(lambda: session.task is not None and session.task.done(), what="its pipeline to stop")
+    await wait_for(lambda: session.session.ended, what="its pipeline to stop")
 
 
 class RecordingVoiceCapture(FrameProcessor):
@@ -176,7 +170,10 @@ class RecordingVoiceCapture(FrameProcessor):
 async def test_a_voice_capture_processor_plugs_in_and_later_utterances_use_the_voice():
     engines = fake_engines()
     settings = WebRTCSettings(ice_addresses=["127.0.0.1"])
-    async with RoomServer(engines, settings, port=0, segmenter=PARAMS, voice_capture=RecordingVoiceCapture) as srv:
+    factory = SessionFactory(
+        engines, InterpretationParams(segmenter=PARAMS), extra_processors=lambda room: [RecordingVoiceCapture(room)]
+    )
+    async with RoomServer(factory, settings, port=0) as srv:
         alice = RoomClient(srv.url, "v", name="Alice", speaks="en", hears="en")
         bob = RoomClient(srv.url, "v", name="Bob", speaks="es", hears="es")
         await alice.join()

@@ -8,6 +8,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
 from pipeline.errors import ConfigError
+from pipeline.session import SessionFactory
 from tests.fakes import fake_engines
 from transports.webrtc import RoomServer, WebRTCSettings, make_token
 from transports.webrtc.client import RoomClient
@@ -32,7 +33,7 @@ async def offer_sdp() -> str:
 
 @pytest.fixture
 async def server():
-    async with RoomServer(fake_engines(), settings(max_participants=2, joins_per_minute=1000), port=0) as srv:
+    async with RoomServer(SessionFactory(fake_engines()), settings(max_participants=2, joins_per_minute=1000), port=0) as srv:
         yield srv
 
 
@@ -75,7 +76,7 @@ async def test_a_join_answers_with_sdp_and_the_room_lists_the_participant(server
         listing = await resp.json()
     assert listing == {
         "room": "lobby",
-        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es"}],
+        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True}],
         "languages": ["en", "es"],
     }
     leave_url = f"{server.url}/api/rooms/lobby/participants/{answer['participant_id']}"
@@ -148,13 +149,13 @@ async def test_another_sites_page_cannot_call_the_api(server, http):
 
 
 async def test_join_attempts_are_rate_limited_per_client(http):
-    async with RoomServer(fake_engines(), settings(joins_per_minute=2), port=0) as srv:
+    async with RoomServer(SessionFactory(fake_engines()), settings(joins_per_minute=2), port=0) as srv:
         statuses = [(await join(http, srv, {"type": "offer"}))[0] for _ in range(3)]
     assert statuses == [400, 400, 429]
 
 
 async def test_with_a_secret_joining_needs_a_valid_token_for_that_room(http):
-    async with RoomServer(fake_engines(), settings(), port=0, secret=SECRET) as srv:
+    async with RoomServer(SessionFactory(fake_engines()), settings(), port=0, secret=SECRET) as srv:
         sdp = await offer_sdp()
         status, body = await join(http, srv, {"sdp": sdp, "type": "offer"})
         assert status == 401 and "token" in body["error"]
@@ -174,8 +175,8 @@ async def test_with_a_secret_joining_needs_a_valid_token_for_that_room(http):
 def test_a_public_address_without_a_secret_refuses_to_start(monkeypatch):
     monkeypatch.delenv("POLYVOX_ROOM_SECRET", raising=False)
     with pytest.raises(ConfigError, match="POLYVOX_ROOM_SECRET"):
-        RoomServer(fake_engines(), settings(), host="0.0.0.0", port=0)
-    server = RoomServer(fake_engines(), settings(), host="0.0.0.0", port=0, secret=SECRET)
+        RoomServer(SessionFactory(fake_engines()), settings(), host="0.0.0.0", port=0)
+    server = RoomServer(SessionFactory(fake_engines()), settings(), host="0.0.0.0", port=0, secret=SECRET)
     assert server.require_token
 
 
@@ -185,7 +186,7 @@ async def test_the_secret_and_tokens_never_reach_the_logs(http):
     lines: list[str] = []
     sink = logger.add(lines.append, level="DEBUG")
     try:
-        async with RoomServer(fake_engines(), settings(), port=0, secret=SECRET) as srv:
+        async with RoomServer(SessionFactory(fake_engines()), settings(), port=0, secret=SECRET) as srv:
             token = make_token("lobby", SECRET)
             await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "token": token})
             await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "token": token + "x"})

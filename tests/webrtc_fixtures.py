@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.app import load_engines, segmenter_params
+from bot.app import interpretation_params, load_engines
 from bot.config import load_settings
+from pipeline.session import SessionFactory
 from transports.webrtc import RoomServer, WebRTCSettings
 
 
@@ -26,5 +27,6 @@ async def server(offline):
     """A room server on a free loopback port whose ICE uses 127.0.0.1 only."""
     settings, engines = offline
     webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"])
-    async with RoomServer(engines, webrtc, port=0, segmenter=segmenter_params(settings)) as srv:
+    factory = SessionFactory(engines, interpretation_params(settings))
+    async with RoomServer(factory, webrtc, port=0) as srv:
         yield srv

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from loguru import logger
@@ -12,11 +11,13 @@ from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipeline.engines.base import VADEngine
-from pipeline.frames import UtteranceAudioFrame
+from pipeline.frames import UtteranceAudioFrame, VoiceConsentFrame
 from pipeline.room import Room
 from voices.capture import VoiceCapture, VoiceCaptureParams
 from voices.profile import VoiceCloner
-from voices.store import VoiceStore
+
+if TYPE_CHECKING:
+    from voices.consent import VoiceConsent
 
 __all__ = ["VoiceCaptureProcessor"]
 
@@ -30,22 +31,24 @@ class VoiceCaptureProcessor(FrameProcessor):
 
     For each participant, in order of precedence:
 
-    * opted out (the room participant's ``voice_opt_out`` flag, the store's opt-out,
-      or ``opted_out(user_id)``): nothing is captured, anything captured is dropped,
-      and their voice is reset to ``None`` (the neutral voice);
-    * an enrolled profile (in the store, or set on the participant by a command during
-      the session): it is their voice; nothing is captured;
+    * opted out (the participant's ``voice_opt_out`` flag, or the consent policy says
+      their identity refused): nothing is captured, anything captured is dropped, and
+      their voice is reset to ``None`` (the neutral voice);
+    * an enrolled profile (loaded at join, or set during the session): it is their voice;
+      nothing is captured;
     * otherwise their first clean utterances are captured (:class:`VoiceCapture`) and
       ``room.participants[user].voice`` is set to each new version of the profile.
+
+    A ``VoiceConsentFrame`` refusing cloning (or asking to forget) discards the
+    participant's capture at once, even while a profile is being computed.
 
     Args:
         engine: The cloning TTS engine that computes voices (``XTTSEngine``).
         vad: VAD engine that measures the speech in each utterance.
         room: This room's participants; their ``voice`` is what TTS speaks in.
-        store: Enrolled profiles and opt-outs, if voices are persisted.
+        consent: The consent policy (``voices.consent.VoiceConsent``): opt-outs and
+            enrolled voices by participant identity.
         params: Capture targets and thresholds.
-        opted_out: Another source of opt-outs (e.g. the Discord bot's guild settings);
-            blocking calls are fine, it runs in a worker thread.
     """
 
     def __init__(
@@ -54,27 +57,49 @@ class VoiceCaptureProcessor(FrameProcessor):
         vad: VADEngine,
         room: Room,
         *,
-        store: VoiceStore | None = None,
+        consent: VoiceConsent | None = None,
         params: VoiceCaptureParams | None = None,
-        opted_out: Callable[[str], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._engine = engine
         self._vad = vad
         self._room = room
-        self._store = store
+        self._consent = consent
         self._params = params or VoiceCaptureParams()
-        self._opted_out = opted_out
         self._captures: dict[str, VoiceCapture] = {}
         #: Users whose capture is complete.
         self._settled: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], str] = {}
+        #: Bumped whenever a user's capture is discarded: work started before is stale.
+        self._epochs: dict[str, int] = {}
 
     def capture_of(self, user_id: str) -> VoiceCapture | None:
         """The capture in progress for ``user_id``, if any (for status commands and tests)."""
         return self._captures.get(user_id)
+
+    # -- ParticipantState (pipeline.participants) -----------------------------------
+
+    def holds_participant(self, user_id: str) -> bool:
+        return user_id in self._captures or user_id in self._settled or user_id in self._locks
+
+    def participant_busy(self, user_id: str) -> bool:
+        return any(user == user_id and not task.done() for task, user in self._tasks.items())
+
+    async def flush_participant(self, user_id: str) -> None:
+        """A capture of someone leaving is never finished: nothing to push."""
+
+    async def release_participant(self, user_id: str) -> None:
+        """Discard everything captured from ``user_id`` (their audio and unfinished profile)."""
+        self._discard(user_id)
+        for task, user in list(self._tasks.items()):
+            if user == user_id:
+                await self.cancel_task(task)
+        self._locks.pop(user_id, None)
+        self._epochs.pop(user_id, None)
+
+    # -- frames ------------------------------------------------------------------------
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -82,15 +107,23 @@ class VoiceCaptureProcessor(FrameProcessor):
             await self._finish_tasks(cancel=False)
         elif isinstance(frame, CancelFrame):
             await self._finish_tasks(cancel=True)
+        elif isinstance(frame, VoiceConsentFrame) and (frame.forget or not frame.allowed):
+            self._discard(frame.user_id)
+            logger.info(f"voice capture of {frame.user_id} discarded ({'forget' if frame.forget else 'opt-out'})")
         await self.push_frame(frame, direction)
         if direction is FrameDirection.DOWNSTREAM and isinstance(frame, UtteranceAudioFrame):
             task = self.create_task(self._observe(frame), f"voice-capture-{frame.user_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks[task] = frame.user_id
+            task.add_done_callback(lambda t: self._tasks.pop(t, None))
 
     async def cleanup(self) -> None:
         await self._finish_tasks(cancel=True)
         await super().cleanup()
+
+    def _discard(self, user: str) -> None:
+        self._captures.pop(user, None)
+        self._settled.discard(user)
+        self._epochs[user] = self._epochs.get(user, 0) + 1
 
     async def _observe(self, frame: UtteranceAudioFrame) -> None:
         user = frame.user_id
@@ -106,23 +139,28 @@ class VoiceCaptureProcessor(FrameProcessor):
                 await self.push_error(f"voice capture of {user} failed: {exc}", exception=exc)
 
     async def _capture(self, user: str, frame: UtteranceAudioFrame) -> None:
-        participant = self._room.participant(user)
-        store = self._store
-        if getattr(participant, "voice_opt_out", False) or await asyncio.to_thread(self._refused, user):
+        participant = self._room.participants.get(user)
+        if participant is None:
+            return  # left the room before their last utterance got here
+        epoch = self._epochs.get(user, 0)
+        identity = participant.identity
+        if participant.voice_opt_out or (
+            self._consent is not None and not await self._consent.allowed(identity)
+        ):
             if self._captures.pop(user, None) is not None or participant.voice is not None:
                 logger.info(f"{user} opted out of voice cloning: neutral voice, capture dropped")
             participant.voice = None
             self._settled.discard(user)
             return
         if getattr(participant.voice, "source", None) == "enrolled":
-            # Enrolled (from the store, or by a command mid-session): it wins over capture.
+            # Enrolled (at join, or by a command mid-session): it wins over capture.
             self._captures.pop(user, None)
             return
         if user in self._settled and participant.voice is not None:
             return
         capture = self._captures.get(user)
         if capture is None:
-            enrolled = await asyncio.to_thread(store.get, user) if store is not None else None
+            enrolled = await self._consent.enrolled_voice(identity) if self._consent is not None else None
             if enrolled is not None:
                 participant.voice = enrolled
                 logger.info(f"{user} speaks in their enrolled voice (v{enrolled.version})")
@@ -133,6 +171,8 @@ class VoiceCaptureProcessor(FrameProcessor):
         if not due:
             return
         profile = await asyncio.to_thread(capture.build, self._engine)
+        if self._epochs.get(user, 0) != epoch or participant.voice_opt_out:
+            return  # refused (or forgotten) while the model worked: keep nothing
         if getattr(participant.voice, "source", None) == "enrolled":
             self._captures.pop(user, None)  # enrolled while the model worked
             return
@@ -140,12 +180,6 @@ class VoiceCaptureProcessor(FrameProcessor):
             participant.voice = profile
         if capture.done:
             self._settled.add(user)
-
-    def _refused(self, user: str) -> bool:
-        """Whether the store or the extra source says ``user`` opted out (blocking)."""
-        if self._store is not None and self._store.is_opted_out(user):
-            return True
-        return self._opted_out is not None and self._opted_out(user)
 
     async def _finish_tasks(self, *, cancel: bool) -> None:
         tasks = list(self._tasks)

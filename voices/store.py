@@ -40,7 +40,7 @@ from voices.enrollment import (
 )
 from voices.profile import VoiceCloner, VoiceLatents, VoiceProfile
 
-__all__ = ["BoundVoiceStore", "StoredVoice", "VoiceStore", "VoiceStoreError"]
+__all__ = ["StoredVoice", "VoiceStore", "VoiceStoreError"]
 
 _DB_NAME = "voices.sqlite3"
 _TENSOR_DIR = "tensors"
@@ -349,51 +349,3 @@ class VoiceStore:
             vad.load()
             self._vad = vad
         return self._vad
-
-
-class BoundVoiceStore:
-    """A :class:`VoiceStore` bound to one cloning engine, as chat commands use it.
-
-    It has the shape of ``bot.voice_store.VoiceStore`` (the protocol the Discord
-    ``/voice`` commands call): ``enroll(user, pcm) -> summary``, ``forget(user) ->
-    items deleted``, ``status(user)``, ``profile(user)``. User ids may be ints.
-
-    Args:
-        store: The store.
-        engine: The cloning TTS engine (``XTTSEngine``).
-    """
-
-    def __init__(self, store: VoiceStore, engine: VoiceCloner) -> None:
-        self.store = store
-        self.engine = engine
-
-    def enroll(self, user_id: int | str, pcm16k: np.ndarray) -> str:
-        """Enroll 16 kHz speech; returns a one-line summary.
-
-        Raises:
-            ValueError: the audio cannot be enrolled (silence, too little or too much
-                speech); the message says why.
-        """
-        from pipeline.errors import AudioInputError
-
-        try:
-            profile = self.store.enroll(str(user_id), pcm16k, self.engine)
-        except AudioInputError as exc:
-            raise ValueError(str(exc).removeprefix("recording: ")) from exc
-        return f"{profile.seconds:.1f} s of speech, profile version {profile.version}"
-
-    def forget(self, user_id: int | str) -> int:
-        """Delete the user's profile; returns 1 when there was one, else 0."""
-        return int(self.store.forget(str(user_id)))
-
-    def status(self, user_id: int | str) -> str | None:
-        """One line about the stored profile, or ``None``."""
-        for voice in self.store.list():
-            if voice.user_id == str(user_id) and voice.profile_id is not None:
-                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(voice.created or 0))
-                return f"enrolled with {voice.seconds:.1f} s of speech on {when} (version {voice.version})"
-        return None
-
-    def profile(self, user_id: int | str) -> VoiceProfile | None:
-        """The enrolled profile (what ``Participant.voice`` is set to), or ``None``."""
-        return self.store.get(str(user_id))

@@ -37,15 +37,26 @@ def parse_languages(text: str) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def cloning_notice(languages: list[str]) -> str:
-    """What the bot tells a channel when it joins: what it does with voices, how to opt out."""
+def cloning_notice(languages: list[str], *, clones: bool = True) -> str:
+    """What the bot tells a channel when it joins: what it does with voices, how to opt out.
+
+    Args:
+        languages: The room's languages.
+        clones: Whether the voice engine clones voices (the offline profile's does not).
+    """
+    if clones:
+        voices = (
+            "**Your voice is cloned for the translation**: the interpretation imitates the voice of "
+            "whoever spoke, learnt from their first sentences and kept for this session only "
+            "(unless they enrolled with `/voice enroll`). Don't want that? `/voice off` uses a "
+            "neutral voice for you at once and discards what was learnt; `/voice forget` deletes "
+            "everything stored about your voice.\n"
+        )
+    else:
+        voices = "Interpretations are spoken in a neutral synthetic voice: no voice is cloned or stored.\n"
     return (
         f"Interpreting this channel between **{' · '.join(languages)}**: each sentence is spoken "
-        "again in the other language(s).\n"
-        "**Your voice is cloned for the translation**: the interpretation imitates the voice of "
-        "whoever spoke. Don't want that? `/voice off` uses a neutral voice for you, "
-        "`/voice forget` deletes everything stored about your voice.\n"
-        "Tell me the language you speak with `/language`."
+        "again in the other language(s).\n" + voices + "Tell me the language you speak with `/language`."
     )
 
 
@@ -85,7 +96,9 @@ class RoomsCog(commands.Cog, name="Rooms"):
         except Exception as exc:
             logger.warning(f"joining voice channel {channel.id} failed: {exc!r}")
             raise CommandUserError(f"I could not connect to {channel.mention}: {exc or type(exc).__name__}. Try again.") from exc
-        notice = f"Joined {channel.mention}.\n" + cloning_notice(session.room.listener_languages)
+        notice = f"Joined {channel.mention}.\n" + cloning_notice(
+            session.room.listener_languages, clones=self.bot.consent.clones
+        )
         posted = await self._post_notice(interaction, notice)
         await reply(interaction, f"Joined {channel.mention}." if posted else notice, ephemeral=True)
 
@@ -200,11 +213,12 @@ class RoomsCog(commands.Cog, name="Rooms"):
                 session.channel = after.channel  # moved by a moderator: follow
             return
         here = session.channel.id
-        if after.channel is not None and after.channel.id == here and (before.channel is None or before.channel.id != here):
-            self.bot.register_member(session, member)
-        elif before.channel is not None and before.channel.id == here and (after.channel is None or after.channel.id != here):
-            session.member_left(member.id)
         self.bot.schedule_leave_if_empty(session)
+        if after.channel is not None and after.channel.id == here and (before.channel is None or before.channel.id != here):
+            await self.bot.register_member(session, member)
+        elif before.channel is not None and before.channel.id == here and (after.channel is None or after.channel.id != here):
+            # Their last words are still interpreted before they are released.
+            await session.member_left(member.id)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -2,8 +2,9 @@
 ``/voice off``, ``/voice on``, ``/voice status``.
 
 Enrollment takes the caller's next ~10 s of speech in the interpreted channel, or an
-audio attachment. Profiles live in the bot's ``VoiceStore``; the opt-out is kept in the
-guild settings database and applied to a running session at once.
+audio attachment. Profiles and opt-outs live in the one voice store every transport and
+the CLI share (``voices.consent.VoiceConsent``, keyed by the caller's Discord id); a
+change applies at once in every running session the caller is in.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_bot import CommandUserError, reply
-from bot.voice_store import MIN_ENROLL_SECONDS
-from pipeline.errors import AudioInputError
+from pipeline.errors import AudioInputError, ConfigError
+from voices.enrollment import EnrollmentLimits
 
 if TYPE_CHECKING:
     from bot.discord_bot import PolyvoxBot
@@ -55,16 +56,16 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your vo
         self.bot = bot
         super().__init__()
 
-    def _apply(self, guild_id: int | None, user_id: int) -> None:
-        session = self.bot.sessions.get(guild_id or 0)
-        if session is not None and str(user_id) in session.room.participants:
-            session.room.participants[str(user_id)].voice = self.bot.voice_for(user_id)
-
     @app_commands.command(name="enroll", description="Record your voice: your next ~10 s in the channel, or an audio file")
     @app_commands.describe(recording="An audio file of you speaking (wav, mp3, ogg, m4a...), 10-30 s")
     async def enroll(self, interaction: discord.Interaction, recording: discord.Attachment | None = None) -> None:
         user = interaction.user
-        if self.bot.guild_store.voice_opted_out(user.id):
+        if not self.bot.consent.clones:
+            raise CommandUserError(
+                "This server speaks interpretations in a neutral voice: it does not clone voices, "
+                "so there is nothing to enroll."
+            )
+        if not await self.bot.consent.allowed(str(user.id)):
             raise CommandUserError("Your voice is off, so it is not cloned. Run `/voice on` first if you want to enroll.")
         if recording is not None:
             if recording.size > MAX_ATTACHMENT_BYTES:
@@ -90,44 +91,53 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your vo
             )
             pcm = await session.capture(user.id, seconds, give_up_after_s=self.bot.discord_settings.enroll_timeout_s)
         pcm = pcm[: int(MAX_ENROLL_SECONDS * 16000)]
-        if len(pcm) < MIN_ENROLL_SECONDS * 16000:
+        least = EnrollmentLimits().min_speech_s
+        if len(pcm) < least * 16000:
             raise CommandUserError(
-                f"I heard only {len(pcm) / 16000:.1f} s of your speech; at least {MIN_ENROLL_SECONDS:.0f} s is needed. Try again."
+                f"I heard only {len(pcm) / 16000:.1f} s of your speech; at least {least:.0f} s is needed. Try again."
             )
         try:
-            summary = await asyncio.to_thread(self.bot.voice_store.enroll, user.id, pcm)
-        except ValueError as exc:
-            raise CommandUserError(f"I could not build your voice from that: {exc}.") from exc
-        self._apply(interaction.guild_id, user.id)
-        await reply(interaction, f"Your voice is enrolled: {summary}.", ephemeral=True)
+            profile = await self.bot.consent.enroll(str(user.id), pcm, name="your recording")
+        except (AudioInputError, ConfigError) as exc:
+            raise CommandUserError(f"I could not build your voice from that: {str(exc).removeprefix('your recording: ')}.") from exc
+        await reply(
+            interaction,
+            f"Your voice is enrolled: {profile.seconds:.1f} s of speech, profile version {profile.version}.",
+            ephemeral=True,
+        )
 
     @app_commands.command(name="forget", description="Delete everything stored about your voice")
     async def forget(self, interaction: discord.Interaction) -> None:
-        user_id = interaction.user.id
-        deleted = await asyncio.to_thread(self.bot.voice_store.forget, user_id)
-        self._apply(interaction.guild_id, user_id)
+        deleted = await self.bot.consent.forget(str(interaction.user.id))
+        learnt = "What this session learnt of your voice is discarded too."
         if deleted:
-            await reply(interaction, f"Deleted your voice profile ({deleted} item(s)). Nothing about your voice is stored now.", ephemeral=True)
+            await reply(interaction, f"Deleted your stored voice profile and its files. {learnt}", ephemeral=True)
         else:
-            await reply(interaction, "There was no stored voice profile of yours; nothing to delete.", ephemeral=True)
+            await reply(interaction, f"There was no stored voice profile of yours. {learnt}", ephemeral=True)
 
     @app_commands.command(name="off", description="Use a neutral voice for your interpretation (no cloning)")
     async def off(self, interaction: discord.Interaction) -> None:
-        self.bot.guild_store.set_voice_opt_out(interaction.user.id, True)
-        self._apply(interaction.guild_id, interaction.user.id)
-        await reply(interaction, "Your voice is off: your interpretation uses a neutral voice and your voice is not cloned.", ephemeral=True)
+        await self.bot.consent.set_allowed(str(interaction.user.id), False)
+        await reply(
+            interaction,
+            "Your voice is off: your interpretation uses a neutral voice, your voice is not cloned, "
+            "and what was learnt of it this session is discarded.",
+            ephemeral=True,
+        )
 
     @app_commands.command(name="on", description="Let the interpretation imitate your voice again")
     async def on(self, interaction: discord.Interaction) -> None:
-        self.bot.guild_store.set_voice_opt_out(interaction.user.id, False)
-        self._apply(interaction.guild_id, interaction.user.id)
+        await self.bot.consent.set_allowed(str(interaction.user.id), True)
         await reply(interaction, "Your voice is on: your interpretation imitates your voice.", ephemeral=True)
 
     @app_commands.command(name="status", description="What is stored about your voice and whether it is cloned")
     async def status(self, interaction: discord.Interaction) -> None:
         user_id = interaction.user.id
-        profile = await asyncio.to_thread(self.bot.voice_store.status, user_id)
-        cloning = "off (neutral voice)" if self.bot.guild_store.voice_opted_out(user_id) else "on"
+        profile = await self.bot.consent.status(str(user_id))
+        if not self.bot.consent.clones:
+            cloning = "not used here (this server speaks in a neutral voice)"
+        else:
+            cloning = "on" if await self.bot.consent.allowed(str(user_id)) else "off (neutral voice)"
         language = self.bot.guild_store.member_language(interaction.guild_id or 0, user_id) if interaction.guild_id else None
         lines = [
             f"Voice cloning: **{cloning}**",

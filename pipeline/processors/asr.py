@@ -13,7 +13,12 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from pipeline.engines.base import ASREngine
-from pipeline.frames import UtteranceAudioFrame, UtteranceDroppedFrame, UtteranceTranscriptionFrame
+from pipeline.frames import (
+    CaptionFrame,
+    UtteranceAudioFrame,
+    UtteranceDroppedFrame,
+    UtteranceTranscriptionFrame,
+)
 from pipeline.processors.lanes import UserLaneProcessor
 from pipeline.text import restore_punctuation
 
@@ -32,7 +37,7 @@ class ASRProcessor(UserLaneProcessor):
     """Transcribes each ``UtteranceAudioFrame`` in the speaker's language.
 
     Pushes the audio frame on (voice capture downstream wants it), then an
-    ``UtteranceTranscriptionFrame``. Engines that output bare lowercase words get
+    ``UtteranceTranscriptionFrame`` and a first, untranslated ``CaptionFrame``. Engines that output bare lowercase words get
     casing and punctuation restored, so MT sees sentences. An utterance with no
     words is dropped with ``UtteranceDroppedFrame``.
 
@@ -67,7 +72,6 @@ class ASRProcessor(UserLaneProcessor):
         text = transcript.text.strip()
         if text and not transcript.punctuated:
             text = restore_punctuation(text, utterance.language)
-        utterance.transcript = text
         utterance.mark("asr_done")
         if not text:
             await self.push_frame(UtteranceDroppedFrame(utterance, "asr", "no words recognised"))
@@ -83,3 +87,4 @@ class ASRProcessor(UserLaneProcessor):
                 utterance=utterance,
             )
         )
+        await self.push_frame(CaptionFrame(utterance, text))

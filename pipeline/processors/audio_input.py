@@ -87,7 +87,18 @@ class AudioInputProcessor(FrameProcessor):
         out.transport_source = frame.transport_source
         return out
 
-    def forget(self, user_id: str) -> None:
-        """Drop a participant's resampler state (they left)."""
+    # -- ParticipantState (pipeline.participants) -----------------------------------
+
+    def holds_participant(self, user_id: str) -> bool:
+        return any(key[0] == user_id for key in self._resamplers)
+
+    def participant_busy(self, user_id: str) -> bool:
+        return False  # works inline: nothing is ever queued here
+
+    async def flush_participant(self, user_id: str) -> None:
+        """A resampler's few buffered samples are not worth an utterance."""
+
+    async def release_participant(self, user_id: str) -> None:
+        """Drop a participant's resampler state."""
         for key in [k for k in self._resamplers if k[0] == user_id]:
             del self._resamplers[key]

@@ -49,13 +49,18 @@ class DenoiseProcessor(UserLaneProcessor):
             out.transport_source = frames[-1].transport_source
             await self.push_frame(out)
 
-    async def forget(self, user_id: str) -> None:
-        """Release a participant's filter (they left)."""
+    def holds_participant(self, user_id: str) -> bool:
+        return user_id in self._filters or super().holds_participant(user_id)
+
+    async def release_participant(self, user_id: str) -> None:
+        """Drop the lane, then free the participant's filter (safe under a running call:
+        the filters free their native state only once idle)."""
+        await super().release_participant(user_id)
         filt = self._filters.pop(user_id, None)
         if filt is not None:
             await filt.stop()
 
     async def cleanup(self) -> None:
         for user in list(self._filters):
-            await self.forget(user)
+            await self.release_participant(user)
         await super().cleanup()

@@ -73,17 +73,23 @@ class UserLaneProcessor(FrameProcessor):
         """Lane of a frame: its ``user_id``."""
         return str(getattr(frame, "user_id", "") or "")
 
-    def lane_ids(self) -> list[str]:
-        """Participants that have a lane."""
-        return list(self._lanes)
+    # -- ParticipantState (pipeline.participants) -----------------------------------
+    # Subclasses holding more per participant extend these (and call super()).
 
-    def lane_idle(self, user_id: str) -> bool:
-        """Whether nothing is queued or in progress for ``user_id``."""
+    def holds_participant(self, user_id: str) -> bool:
+        """Whether ``user_id`` has a lane here."""
+        return user_id in self._lanes
+
+    def participant_busy(self, user_id: str) -> bool:
+        """Whether frames of ``user_id`` are queued or being worked on."""
         lane = self._lanes.get(user_id)
-        return lane is None or lane.busy == 0
+        return lane is not None and lane.busy > 0
 
-    async def forget_lane(self, user_id: str) -> None:
-        """Stop and drop one participant's lane (they left); what it still held is lost."""
+    async def flush_participant(self, user_id: str) -> None:  # noqa: B027 - optional hook
+        """Nothing is buffered outside the lane by default."""
+
+    async def release_participant(self, user_id: str) -> None:
+        """Stop and drop one participant's lane; what it still held is lost."""
         lane = self._lanes.pop(user_id, None)
         if lane is not None and lane.task is not None:
             await self.cancel_task(lane.task)
@@ -120,11 +126,11 @@ class UserLaneProcessor(FrameProcessor):
             dropped = lane.queue.get_nowait()
             lane.queue.task_done()
             lane.busy -= 1
-            await self._report(
+            await self.drop_frame(
+                dropped,
                 f"{self.stage}: participant {key} is {self._max_pending} utterances behind; "
                 "dropping the oldest",
                 None,
-                getattr(dropped, "utterance", None),
             )
         lane.busy += 1
         lane.queue.put_nowait(frame)
@@ -160,7 +166,15 @@ class UserLaneProcessor(FrameProcessor):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop the room
-            await self._report(f"{self.stage} failed: {exc}", exc, getattr(frame, "utterance", None))
+            await self.drop_frame(frame, f"{self.stage} failed: {exc}", exc)
+
+    async def drop_frame(self, frame: Frame, message: str, exc: Exception | None) -> None:
+        """Give up on ``frame``: report it and tell later stages its utterance is dropped.
+
+        Stages whose frames carry only part of an utterance (one language of it) override
+        this to give up on that part alone.
+        """
+        await self._report(message, exc, getattr(frame, "utterance", None))
 
     async def _report(self, message: str, exc: Exception | None, utterance: Utterance | None) -> None:
         if isinstance(exc, PolyvoxError) or exc is None:

@@ -11,7 +11,12 @@ from pipecat.frames.frames import Frame
 from pipecat.utils.time import time_now_iso8601
 
 from pipeline.engines.base import MTEngine
-from pipeline.frames import UtteranceTranscriptionFrame, UtteranceTranslationFrame
+from pipeline.frames import (
+    CaptionFrame,
+    TranslationsDoneFrame,
+    UtteranceTranscriptionFrame,
+    UtteranceTranslationFrame,
+)
 from pipeline.processors.asr import as_language
 from pipeline.processors.lanes import UserLaneProcessor
 from pipeline.room import Room
@@ -22,8 +27,10 @@ __all__ = ["TranslationProcessor"]
 class TranslationProcessor(UserLaneProcessor):
     """Translates each final transcript into every language the room's listeners need.
 
-    The transcription frame is passed on (captions want it), followed by one
-    ``UtteranceTranslationFrame`` per target language.
+    The transcription frame is passed on first, then one ``UtteranceTranslationFrame``
+    per target language as each is ready (TTS starts on the first while the next is
+    translated), then ``TranslationsDoneFrame`` and the final ``CaptionFrame`` with every
+    translation. A language that fails is reported and left out; the others go on.
 
     Args:
         engine: The shared MT engine.
@@ -41,13 +48,23 @@ class TranslationProcessor(UserLaneProcessor):
         assert isinstance(frame, UtteranceTranscriptionFrame) and frame.utterance is not None
         await self.push_frame(frame)
         utterance = frame.utterance
+        translations: dict[str, str] = {}
         for target in self._room.targets_for(utterance.user_id):
             started = time.monotonic()
-            (translation,) = await asyncio.to_thread(
-                self._engine.translate, [frame.text], utterance.language, target
-            )
-            utterance.add_compute("mt", time.monotonic() - started)
-            utterance.translations[target] = translation
+            try:
+                (translation,) = await asyncio.to_thread(
+                    self._engine.translate, [frame.text], utterance.language, target
+                )
+            except Exception as exc:  # noqa: BLE001 - one language failing must not cost the others
+                await self._report(
+                    f"mt {utterance.language}→{target} failed for utterance {utterance.id}: {exc}",
+                    exc,
+                    None,
+                )
+                continue
+            finally:
+                utterance.add_compute("mt", time.monotonic() - started)
+            translations[target] = translation
             logger.info(f"[{utterance.user_id} {utterance.language}→{target}] {translation}")
             await self.push_frame(
                 UtteranceTranslationFrame(
@@ -61,3 +78,5 @@ class TranslationProcessor(UserLaneProcessor):
                 )
             )
         utterance.mark("mt_done")
+        await self.push_frame(TranslationsDoneFrame(utterance, dict(translations)))
+        await self.push_frame(CaptionFrame(utterance, frame.text, dict(translations), final=True))

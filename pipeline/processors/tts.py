@@ -32,8 +32,8 @@ class TTSProcessor(UserLaneProcessor):
     The engine's lazy chunk generator is consumed inside a worker thread (so neither
     synthesis nor the generator's own work blocks the event loop) and every chunk is
     pushed as ``InterpretationAudioFrame`` the moment it exists, followed by one
-    ``InterpretationDoneFrame``. The translation frame itself is passed on first
-    (captions).
+    ``InterpretationDoneFrame`` (with ``error`` set when synthesis failed: only that
+    language of that utterance is lost). The translation frame itself is passed on first.
 
     Args:
         engine: The shared TTS engine.
@@ -54,24 +54,35 @@ class TTSProcessor(UserLaneProcessor):
         target = frame.target_language
         voice = self._room.voice_for(utterance.user_id)
         rate = self._engine.sample_rate
-        chunks = self._engine.synthesize(frame.text, target, voice)
-        async for chunk in _iterate_in_thread(chunks, utterance, self.stage):
-            if not len(chunk):
-                continue
-            utterance.mark("first_tts_audio")
-            await self.push_frame(
-                InterpretationAudioFrame(
-                    audio=np.ascontiguousarray(chunk, dtype=np.int16).tobytes(),
-                    sample_rate=rate,
-                    num_channels=1,
-                    utterance=utterance,
-                    target_language=target,
+        try:
+            chunks = self._engine.synthesize(frame.text, target, voice)
+            async for chunk in _iterate_in_thread(chunks, utterance, self.stage):
+                if not len(chunk):
+                    continue
+                utterance.mark("first_tts_audio")
+                await self.push_frame(
+                    InterpretationAudioFrame(
+                        audio=np.ascontiguousarray(chunk, dtype=np.int16).tobytes(),
+                        sample_rate=rate,
+                        num_channels=1,
+                        utterance=utterance,
+                        target_language=target,
+                    )
                 )
-            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this language of this utterance only
+            await self.drop_frame(frame, f"tts into {target} failed for utterance {utterance.id}: {exc}", exc)
+            return
         utterance.mark("tts_done")
-        latency = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in utterance.latencies().items())
-        logger.info(f"utterance {utterance.id} of {utterance.user_id} → {target}: {latency}")
         await self.push_frame(InterpretationDoneFrame(utterance, target))
+
+    async def drop_frame(self, frame: Frame, message: str, exc: Exception | None) -> None:
+        """Give up on one language of an utterance: the other languages carry on."""
+        utterance = getattr(frame, "utterance", None)
+        await self._report(message, exc, None)
+        if isinstance(frame, UtteranceTranslationFrame) and utterance is not None:
+            await self.push_frame(InterpretationDoneFrame(utterance, frame.target_language, error=message))
 
 
 async def _iterate_in_thread(chunks: Iterator[np.ndarray], utterance: Any, stage: str):

@@ -81,8 +81,15 @@ class VADSegmenterProcessor(UserLaneProcessor):
         for user, seg in list(self._segmenters.items()):
             await self._emit(user, seg.flush())
 
-    async def forget(self, user_id: str) -> None:
-        """A participant left: their unfinished speech is emitted, then state dropped."""
-        seg = self._segmenters.pop(user_id, None)
+    def holds_participant(self, user_id: str) -> bool:
+        return user_id in self._segmenters or super().holds_participant(user_id)
+
+    async def flush_participant(self, user_id: str) -> None:
+        """A participant is leaving: speech cut off mid-utterance becomes an utterance."""
+        seg = self._segmenters.get(user_id)
         if seg is not None:
             await self._emit(user_id, seg.flush())
+
+    async def release_participant(self, user_id: str) -> None:
+        await super().release_participant(user_id)
+        self._segmenters.pop(user_id, None)

@@ -53,6 +53,13 @@ try {
   result.captions = await page.evaluate(() => window.polyvox.captions);
   result.participants = await page.evaluate(() => window.polyvox.participants);
   result.captionTexts = await page.$$eval("#captions li", (items) => items.map((li) => li.innerText));
+  // The consent notice shown on joining, and the voice switch applied during the call.
+  result.notice = await page.textContent("#voice-notice");
+  await page.uncheck("#clone-voice");
+  result.voiceOffSeen = await page.waitForFunction(() => {
+    const me = window.polyvox.participants.find((p) => p.id === window.polyvox.participantId);
+    return me && me.voice_cloned === false;
+  }, null, { timeout: 5000 }).then(() => true, () => false);
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   await page.click("#leave");
   await page.waitForFunction(() => window.polyvox.participantId === null, null, { timeout: 5000 });

@@ -1,11 +1,14 @@
 """One interpretation session per voice channel: voice connection, room, cascade, captions.
 
-A :class:`VoiceSession` owns the pipeline ``[transport.input(), *cascade,
-transport.output()]`` of one channel, the discord.py voice connection feeding it and
-the ``InterpretationAudioSource`` it plays into. The room (who speaks what, which
-languages the channel wants) lives as long as the session, not the connection: when
-the voice connection drops (close codes 4006/4015, network loss) the session connects
-again and carries on with the same room and pipeline.
+A :class:`VoiceSession` connects one channel's discord.py voice connection to an
+:class:`~pipeline.session.InterpretationSession` (made by the process's
+``SessionFactory``, like every other transport's) through a
+:class:`DiscordVoiceTransport`, and plays into the ``InterpretationAudioSource``. The
+room (who speaks what, which languages the channel wants) lives as long as the session,
+not the connection: when the voice connection drops (close codes 4006/4015, network
+loss) the session connects again and carries on with the same room and pipeline.
+Members joining and leaving go through the interpretation session, so a member who
+leaves mid-sentence is still interpreted and then released from every stage.
 
 The voice connection is reached only through the small :class:`VoiceIO` seam (connect,
 make the audio source and the receiver, attach the receiver), so sessions can be
@@ -19,20 +22,15 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from loguru import logger
-from pipecat.frames.frames import EndFrame, Frame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.workers.runner import WorkerRunner
 
-from pipeline.cascade import Engines, build_cascade
-from pipeline.frames import Utterance
+from pipeline.frames import CaptionFrame
 from pipeline.room import Room
-from pipeline.segmenter import SegmenterParams
+from pipeline.session import InterpretationSession, SessionFactory
 from transports.discord.transport import DiscordVoiceTransport, InterpretationSink
 
 __all__ = [
@@ -50,12 +48,10 @@ MESSAGE_LIMIT = 2000
 
 @dataclass
 class SessionParams:
-    """How a session behaves around the pipeline.
+    """How a session keeps its voice connection (interpretation settings come from the
+    ``SessionFactory``).
 
     Attributes:
-        segmenter: Utterance segmentation.
-        max_pending: Per-participant backlog limit of each stage.
-        warn_slow: Warn when ASR runs slower than real time.
         watch_interval_s: How often the voice connection is checked.
         reconnect_after_s: A connection down this long is replaced by a new one
             (discord.py resumes short outages itself).
@@ -63,9 +59,6 @@ class SessionParams:
         connect_timeout_s: Timeout of one voice connection attempt.
     """
 
-    segmenter: SegmenterParams = field(default_factory=SegmenterParams)
-    max_pending: int | None = 8
-    warn_slow: bool = True
     watch_interval_s: float = 2.0
     reconnect_after_s: float = 10.0
     reconnect_backoff_s: float = 60.0
@@ -134,14 +127,14 @@ def _refresh_keys(voice_client: Any, receiver: Any) -> None:
         receiver.set_transport(str(mode), bytes(key))
 
 
-def format_caption(utterance: Utterance, speaker: str) -> str:
+def format_caption(caption: CaptionFrame, speaker: str) -> str:
     """One caption: the speaker, what they said, and each translation on its own line."""
-    lines = [f"**{speaker}** ({utterance.language}): {utterance.transcript}"]
-    lines += [f"> {lang}: {text}" for lang, text in utterance.translations.items()]
+    lines = [f"**{speaker}** ({caption.language}): {caption.text}"]
+    lines += [f"> {lang}: {text}" for lang, text in caption.translations.items()]
     return "\n".join(lines)
 
 
-CaptionFormatter = Callable[[Utterance, str], str]
+CaptionFormatter = Callable[[CaptionFrame, str], str]
 
 
 class _Capture:
@@ -181,7 +174,7 @@ class VoiceSession:
     Args:
         channel: The voice channel (``discord.VoiceChannel`` or anything ``VoiceIO``
             can connect to; ``.id`` and ``.guild`` are used).
-        engines: The process's loaded engines.
+        factory: Makes the interpretation session (engines, settings, voice consent).
         room: This channel's participants and languages (kept across reconnects).
         voice_io: The voice connection layer.
         params: Behaviour around the pipeline.
@@ -194,7 +187,7 @@ class VoiceSession:
     def __init__(
         self,
         channel: Any,
-        engines: Engines,
+        factory: SessionFactory,
         room: Room,
         *,
         voice_io: VoiceIO | None = None,
@@ -205,23 +198,25 @@ class VoiceSession:
     ) -> None:
         self.channel = channel
         self.room = room
-        self.engines = engines
+        self.factory = factory
         self.params = params or SessionParams()
         self._io = voice_io or DiscordVoiceIO()
         self._send_caption = send_caption or (lambda: None)
         self._speaker_name = speaker_name or (lambda uid: room.participant(uid).name or uid)
         self._on_closed = on_closed
-        self.source: InterpretationSink | None = None
-        self.transport: DiscordVoiceTransport | None = None
+        self.source: InterpretationSink = self._io.make_source()
+        self.transport = DiscordVoiceTransport(self.source, room=self.room)
+        self.transport.add_event_handler("on_caption", self._queue_caption)
+        self.interpretation: InterpretationSession = factory.create(
+            self.transport, name=f"voice channel {channel.id}", room=room
+        )
         self.voice_client: Any = None
         self.receiver: Any = None
         self._detach: Callable[[], None] | None = None
         self._keys: tuple[Any, Any] | None = None
-        self._worker: PipelineWorker | None = None
-        self._runner_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._caption_task: asyncio.Task[None] | None = None
-        self._captions: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self._captions: asyncio.Queue[CaptionFrame | None] = asyncio.Queue()
         self._captures: dict[int, list[_Capture]] = {}
         self._captures_lock = threading.Lock()
         self._stopping = False
@@ -230,7 +225,6 @@ class VoiceSession:
         #: True while the session replaces a dropped connection (its own disconnect is
         #: then not a moderator's).
         self.reconnecting = False
-        self.errors: list[str] = []
 
     @property
     def guild_id(self) -> int:
@@ -238,7 +232,12 @@ class VoiceSession:
 
     @property
     def running(self) -> bool:
-        return self._runner_task is not None and not self._stopping
+        return self.interpretation.running and not self._stopping
+
+    @property
+    def errors(self) -> list[str]:
+        """Errors the pipeline reported."""
+        return self.interpretation.errors
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -249,36 +248,9 @@ class VoiceSession:
             Whatever connecting raises (``asyncio.TimeoutError``, ``discord.ClientException``);
             the pipeline is torn down again in that case.
         """
-        self.source = self._io.make_source()
-        self.transport = DiscordVoiceTransport(self.source, room=self.room)
-        self.transport.add_event_handler("on_caption", self._queue_caption)
-        processors = build_cascade(
-            self.engines, self.room, segmenter=self.params.segmenter,
-            warn_slow=self.params.warn_slow, max_pending=self.params.max_pending,
-        )
-        self._worker = PipelineWorker(
-            Pipeline([self.transport.input(), *processors, self.transport.output()]),
-            params=PipelineParams(enable_metrics=False),
-            cancel_on_idle_timeout=False,
-            enable_rtvi=False,
-            check_dangling_tasks=False,
-        )
-        started = asyncio.Event()
-
-        @self._worker.event_handler("on_pipeline_started")
-        async def _started(_w: Any, _f: Frame) -> None:
-            started.set()
-
-        @self._worker.event_handler("on_pipeline_error")
-        async def _error(_w: Any, frame: Any) -> None:
-            self.errors.append(str(getattr(frame, "error", frame)))
-
-        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        await runner.add_workers(self._worker)
-        self._runner_task = asyncio.create_task(runner.run(), name=f"voice-session-{self.channel.id}")
         self._caption_task = asyncio.create_task(self._post_captions(), name="captions")
         try:
-            await asyncio.wait_for(started.wait(), 30)
+            await self.interpretation.start()
             await self._connect()
         except BaseException:
             await self.stop()
@@ -298,15 +270,7 @@ class VoiceSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
         await self._disconnect()
-        if self._worker is not None and self._runner_task is not None:
-            if not self._runner_task.done():
-                await self._worker.queue_frame(EndFrame())
-            try:
-                await asyncio.wait_for(asyncio.shield(self._runner_task), 10)
-            except TimeoutError:
-                await self._worker.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._runner_task
+        await self.interpretation.stop(drain=True)
         if self._caption_task is not None:
             # Captions of the last utterances are still worth posting; a stuck post is not.
             self._captions.put_nowait(None)
@@ -405,8 +369,7 @@ class VoiceSession:
                 captures = list(self._captures.get(int(user_id), ()))
             for capture in captures:
                 capture.feed(pcm)
-        if self.transport is not None:
-            self.transport.receive_audio(user_id, pcm)
+        self.transport.receive_audio(user_id, pcm)
 
     def feed_audio(self, user_id: int, pcm: bytes) -> None:
         """Hand one member's decoded 16 kHz audio to the session, as the receiver does."""
@@ -435,31 +398,31 @@ class VoiceSession:
 
     # -- members ------------------------------------------------------------------
 
-    def member_joined(self, user_id: int, *, language: str | None, name: str, voice: Any | None) -> None:
-        """A member is in the channel: register their language, name and voice."""
-        participant = self.room.join(str(user_id), language=language, name=name)
-        participant.voice = voice
+    async def member_joined(self, user_id: int, *, language: str | None, name: str) -> None:
+        """A member is in the channel: their language, name, and voice (enrolled, unless
+        they refused cloning; their Discord id is their identity for consent)."""
+        await self.interpretation.join(str(user_id), language=language, name=name, identity=str(user_id))
 
-    def member_left(self, user_id: int) -> None:
-        """A member left the channel: forget their decoder state and participant entry."""
+    async def member_left(self, user_id: int) -> None:
+        """A member left the channel: what they were saying is still interpreted, then
+        every stage forgets them (decoder state here, lanes and buffers in the pipeline)."""
         if self.receiver is not None and hasattr(self.receiver, "remove_user"):
             with contextlib.suppress(Exception):
                 self.receiver.remove_user(int(user_id))
-        if self.transport is not None:
-            self.transport.input().forget(str(user_id))
-        self.room.leave(str(user_id))
+        await self.interpretation.leave(str(user_id))
 
     # -- captions -----------------------------------------------------------------
 
-    async def _queue_caption(self, _transport: Any, utterance: Utterance) -> None:
-        self._captions.put_nowait(utterance)
+    async def _queue_caption(self, _transport: Any, caption: CaptionFrame) -> None:
+        if caption.final:
+            self._captions.put_nowait(caption)
 
     async def _post_captions(self) -> None:
         """Post captions in order; several ready at once go out as one message, within
         Discord's length limit, so a busy room does not hit the rate limit."""
         finished = False
         while not finished:
-            batch: list[Utterance] = []
+            batch: list[CaptionFrame] = []
             item = await self._captions.get()
             while True:
                 if item is None:  # stop() is done with the pipeline

@@ -10,10 +10,10 @@ channel hears utterances in the order their speakers finished, whichever finishe
 synthesising first. Speech end is the moment the utterance's last sample reached the
 bot (recorded per member as audio arrives), so a member whose lane runs behind under
 load keeps their place. A slot is announced as soon as the utterance leaves the VAD, so
-a later, faster utterance cannot jump the queue; it is finished when its TTS is done
-and abandoned when a stage drops the utterance. Captions (transcript and every
-translation of an utterance) are delivered once per utterance through the
-``on_caption`` event.
+a later, faster utterance cannot jump the queue; it is finished when its TTS is done,
+given up when the MT stage's ``TranslationsDoneFrame`` shows that language will not
+come, and abandoned when a stage drops the utterance. Captions come as ``CaptionFrame``
+and are handed to the ``on_caption`` event (final ones only by default).
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from pipeline.frames import (
+    CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
+    InterpretationResultFrame,
+    TranslationsDoneFrame,
     Utterance,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
@@ -182,7 +185,19 @@ class DiscordInputTransport(BaseInputTransport):
             clock = self._clocks.get(user_id)
             return clock.arrival(int(seconds * rate)) if clock is not None else None
 
-    def forget(self, user_id: str) -> None:
+    # -- ParticipantState (pipeline.participants) -----------------------------------
+
+    def holds_participant(self, user_id: str) -> bool:
+        with self._clocks_lock:
+            return user_id in self._clocks
+
+    def participant_busy(self, user_id: str) -> bool:
+        return False  # hands frames on as they arrive
+
+    async def flush_participant(self, user_id: str) -> None:
+        """Nothing is buffered here."""
+
+    async def release_participant(self, user_id: str) -> None:
         """Drop a member's arrival record (they left)."""
         with self._clocks_lock:
             self._clocks.pop(user_id, None)
@@ -201,10 +216,7 @@ class _Pending:
     first_seen: float = field(default_factory=time.monotonic)
     announced: set[str] = field(default_factory=set)
     settled: set[str] = field(default_factory=set)  # finished or abandoned
-    translated: set[str] = field(default_factory=set)
-    transcribed: bool = False
     dropped: bool = False
-    captioned: bool = False
 
 
 class DiscordOutputTransport(BaseOutputTransport):
@@ -225,6 +237,9 @@ class DiscordOutputTransport(BaseOutputTransport):
     #: would re-chunk interpretation audio (losing the utterance it belongs to) and pace
     #: it again although discord.py's player already plays at real time.
     routed = (
+        CaptionFrame,
+        InterpretationResultFrame,
+        TranslationsDoneFrame,
         UtteranceAudioFrame,
         UtteranceTranscriptionFrame,
         UtteranceTranslationFrame,
@@ -241,7 +256,7 @@ class DiscordOutputTransport(BaseOutputTransport):
         room: Room | None,
         params: TransportParams,
         max_wait_s: float = 120.0,
-        sweep_interval_s: float = 0.25,
+        sweep_interval_s: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(params, **kwargs)
@@ -255,7 +270,7 @@ class DiscordOutputTransport(BaseOutputTransport):
 
     @property
     def pending_utterances(self) -> int:
-        """Utterances whose interpretation or captions are not complete yet."""
+        """Utterances whose interpretation is not complete yet."""
         return len(self._pending)
 
     async def start(self, frame: StartFrame) -> None:
@@ -266,7 +281,6 @@ class DiscordOutputTransport(BaseOutputTransport):
 
     async def stop(self, frame: EndFrame) -> None:
         await self._stop_sweeper()
-        await self._sweep()
         await super().stop(frame)
 
     async def cancel(self, frame: CancelFrame) -> None:
@@ -292,12 +306,21 @@ class DiscordOutputTransport(BaseOutputTransport):
     # -- routing ------------------------------------------------------------------
 
     async def _route(self, frame: Frame) -> None:
+        if isinstance(frame, CaptionFrame):
+            await self._transport.emit_caption(frame)
+            return
         utterance: Utterance | None = getattr(frame, "utterance", None)
         if utterance is None:
             return
         pending = self._pending.get(utterance.id)
+        if isinstance(frame, InterpretationResultFrame):
+            # Everything of this utterance has arrived: nothing can still hold its place.
+            if pending is not None:
+                self._give_up(pending)
+                self._pending.pop(utterance.id, None)
+            return
         if pending is None:
-            if isinstance(frame, UtteranceDroppedFrame) and not utterance.transcript:
+            if isinstance(frame, UtteranceDroppedFrame):
                 return  # dropped before we ever saw it: nothing was announced
             pending = self._pending[utterance.id] = _Pending(
                 utterance, self._transport.spoken_end(utterance)
@@ -305,20 +328,19 @@ class DiscordOutputTransport(BaseOutputTransport):
             if self._room is not None:
                 for language in self._room.targets_for(utterance.user_id):
                     self._announce(pending, language)
-        if isinstance(frame, UtteranceTranscriptionFrame):
-            pending.transcribed = True
-        elif isinstance(frame, UtteranceTranslationFrame):
-            pending.translated.add(frame.target_language)
+        if isinstance(frame, UtteranceTranslationFrame):
             self._announce(pending, frame.target_language)
+        elif isinstance(frame, TranslationsDoneFrame):
+            # A language held for but not translated (the room changed in between, or MT
+            # failed for it) never gets audio: its slot must not hold the queue.
+            for language in pending.announced - pending.settled - set(frame.translations):
+                self._settle_key(pending, language, finished=False)
         elif isinstance(frame, InterpretationAudioFrame):
             self._play(pending, frame)
         elif isinstance(frame, InterpretationDoneFrame):
             self._settle_key(pending, frame.target_language, finished=True)
         elif isinstance(frame, UtteranceDroppedFrame):
-            pending.dropped = True
-            for language in pending.announced - pending.settled:
-                self._settle_key(pending, language, finished=False)
-        await self._settle(pending)
+            self._give_up(pending)
 
     def _announce(self, pending: _Pending, language: str) -> None:
         if pending.dropped or language in pending.announced:
@@ -346,28 +368,16 @@ class DiscordOutputTransport(BaseOutputTransport):
         else:
             self._sink.abandon(key)
 
-    async def _settle(self, pending: _Pending) -> None:
-        """Caption and forget an utterance once its text is complete and its audio settled."""
-        utterance = pending.utterance
-        translations = set(utterance.translations)
-        text_complete = pending.dropped or (
-            "mt_done" in utterance.marks and translations <= pending.translated
-        )
-        if not text_complete:
-            return
-        # MT is done: a language it did not produce (the room changed in between) never
-        # gets audio, so its slot must not hold the queue.
-        for language in pending.announced - pending.settled - translations:
+    def _give_up(self, pending: _Pending) -> None:
+        pending.dropped = True
+        for language in pending.announced - pending.settled:
             self._settle_key(pending, language, finished=False)
-        if not pending.captioned and utterance.transcript:
-            pending.captioned = True
-            await self._transport.emit_caption(utterance)
-        if pending.announced <= pending.settled:
-            self._pending.pop(utterance.id, None)
 
     # -- housekeeping -------------------------------------------------------------
 
     async def _sweep(self) -> None:
+        """A safety net: an utterance whose frames stopped coming (a bug, a lost frame)
+        gives up its place after ``max_wait_s`` instead of stalling the channel."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
             if now - pending.first_seen > self._max_wait:
@@ -375,14 +385,10 @@ class DiscordOutputTransport(BaseOutputTransport):
                     f"utterance {pending.utterance.id} of {pending.utterance.user_id} did not "
                     f"complete in {self._max_wait:.0f} s; giving up its place in the queue"
                 )
-                pending.dropped = True
-                for language in pending.announced - pending.settled:
-                    self._settle_key(pending, language, finished=False)
-            await self._settle(pending)
+                self._give_up(pending)
+                self._pending.pop(pending.utterance.id, None)
 
     async def _sweep_forever(self) -> None:
-        # MT marks an utterance done without a frame of its own reaching us, so an
-        # utterance with nothing left to arrive is settled here.
         while True:
             await asyncio.sleep(self._sweep_interval)
             await self._sweep()
@@ -401,8 +407,8 @@ class DiscordVoiceTransport(BaseTransport):
     :meth:`receive_audio`.
 
     Events:
-        on_caption(transport, utterance): an utterance's transcript and all its
-            translations are known (``utterance.transcript``, ``utterance.translations``).
+        on_caption(transport, caption): a ``CaptionFrame`` (partial while someone
+            speaks, then final with every translation).
 
     Args:
         sink: The ``InterpretationAudioSource`` discord.py plays.
@@ -457,6 +463,6 @@ class DiscordVoiceTransport(BaseTransport):
             return None
         return self._input.arrival_time(utterance.user_id, utterance.end)
 
-    async def emit_caption(self, utterance: Utterance) -> None:
-        """Fire ``on_caption`` for a completed utterance."""
-        await self._call_event_handler("on_caption", utterance)
+    async def emit_caption(self, caption: CaptionFrame) -> None:
+        """Fire ``on_caption`` for a caption."""
+        await self._call_event_handler("on_caption", caption)

@@ -91,9 +91,30 @@ class ListenerMixer:
         if segment is not None:
             segment.done = True
 
+    def cut_interpretation(self, key: Any) -> bool:
+        """Drop what is left of interpretation ``key`` (it ended in an error).
+
+        Returns:
+            Whether any of it had started playing (a connection that buffers audio
+            ahead then has some to drop too).
+        """
+        self._open.pop(key, None)
+        started = False
+        for queued in [s for s in self._segments if s.key == key]:
+            started = started or queued.started
+            queued.chunks.clear()
+            queued.done = True
+        return started
+
     def remove_source(self, source: str) -> None:
         """Forget a participant's direct audio (they left)."""
         self._direct.pop(source, None)
+
+    @property
+    def playing(self) -> Any | None:
+        """The key of the interpretation being heard now, if one has started."""
+        head = self._segments[0] if self._segments else None
+        return head.key if head is not None and head.started else None
 
     @property
     def interpreting(self) -> bool:

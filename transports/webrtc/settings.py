@@ -27,6 +27,8 @@ class WebRTCSettings(BaseModel):
             interface (plus loopback when listening on loopback).
         foreign_gain: Gain of a speaker's own voice for listeners of another language.
         duck_gain: Gain of direct speech while an interpretation plays.
+        telephony: Accept phone callers over Twilio Media Streams at
+            ``/telephony/twilio`` (they join rooms like any participant; tokens apply).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -41,3 +43,4 @@ class WebRTCSettings(BaseModel):
     ice_addresses: list[str] | None = None
     foreign_gain: float = Field(0.3, ge=0.0, le=1.0)
     duck_gain: float = Field(0.15, ge=0.0, le=1.0)
+    telephony: bool = True

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -35,8 +35,11 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from pipeline.frames import (
+    CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
+    InterpretationResultFrame,
+    TranslationsDoneFrame,
     Utterance,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
@@ -48,6 +51,7 @@ from transports.webrtc.metrics import ServerMetrics
 from transports.webrtc.mixer import MIX_RATE, ListenerAudioTrack, ListenerMixer
 
 __all__ = [
+    "RoomEndpoint",
     "WebRTCRoomInputTransport",
     "WebRTCRoomOutputTransport",
     "WebRTCRoomParams",
@@ -72,33 +76,79 @@ class WebRTCRoomParams:
     duck_gain: float = 0.15
 
 
-@dataclass
-class _Peer:
-    """Everything the transport holds for one participant."""
+class RoomEndpoint:
+    """How one participant is connected to a room: what the room transport needs of any
+    kind of connection (a WebRTC peer, a phone call).
 
-    id: str
-    pc: RTCPeerConnection
-    mixer: ListenerMixer
-    track_out: ListenerAudioTrack
-    channel: RTCDataChannel | None = None
-    reader: asyncio.Task[None] | None = None
-    resample_in: av.AudioResampler = field(
-        default_factory=lambda: av.AudioResampler(format="s16", layout="mono", rate=PIPELINE_RATE)
-    )
-    resample_mix: av.AudioResampler = field(
-        default_factory=lambda: av.AudioResampler(format="s16", layout="mono", rate=MIX_RATE)
-    )
-    frames_in: int = 0
+    Every endpoint has a :class:`ListenerMixer` holding what that participant hears; the
+    connection pulls from it at its own pace. Audio the participant speaks is handed to
+    :meth:`WebRTCRoomInputTransport.push_participant_audio` by the connection.
+
+    Args:
+        id: The participant id.
+        mixer: What this participant hears.
+    """
+
+    #: What kind of connection this is (for listings and logs).
+    kind = "endpoint"
+
+    def __init__(self, id: str, mixer: ListenerMixer) -> None:
+        self.id = id
+        self.mixer = mixer
+
+    def send_text(self, text: str) -> bool:
+        """Send a JSON message (captions, participant lists); ``False`` when this
+        connection has no message channel or it is not open."""
+        return False
+
+    def interpretation_cut(self, key: Any) -> None:  # noqa: B027 - optional hook
+        """An interpretation was cut short: drop what of it the connection buffered."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop sending and receiving (the participant left)."""
+
+
+class _Peer(RoomEndpoint):
+    """A WebRTC participant: their peer connection, outgoing track and captions channel."""
+
+    kind = "webrtc"
+
+    def __init__(self, id: str, pc: RTCPeerConnection, mixer: ListenerMixer) -> None:
+        super().__init__(id, mixer)
+        self.pc = pc
+        self.track_out = ListenerAudioTrack(mixer)
+        self.channel: RTCDataChannel | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.resample_in = av.AudioResampler(format="s16", layout="mono", rate=PIPELINE_RATE)
+        self.resample_mix = av.AudioResampler(format="s16", layout="mono", rate=MIX_RATE)
+        self.frames_in = 0
+
+    def send_text(self, text: str) -> bool:
+        if self.channel is None or self.channel.readyState != "open":
+            return False
+        self.channel.send(text)
+        return True
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            try:
+                await self.reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going away
+                pass
+        self.track_out.stop()
+        await self.pc.close()
 
 
 class WebRTCRoomTransport(BaseTransport):
-    """The participants' peer connections of one room, as a pipecat transport.
+    """The participants of one room, as a pipecat transport.
 
-    The signalling server creates the peer connection, then calls
-    :meth:`add_participant` (before answering, so the listener's outgoing track is in
-    the answer), :meth:`attach_incoming` for the remote audio track and
-    :meth:`attach_channel` for the ``captions`` data channel; :meth:`remove_participant`
-    releases all of it.
+    Participants connect over WebRTC (the signalling server creates the peer
+    connection, then calls :meth:`add_participant` before answering, so the listener's
+    outgoing track is in the answer, :meth:`attach_incoming` for the remote audio track
+    and :meth:`attach_channel` for the ``captions`` data channel) or any other way that
+    provides a :class:`RoomEndpoint` (:meth:`add_endpoint`: phone callers,
+    ``transports.telephony``). :meth:`remove_participant` releases all of it.
 
     Args:
         room: The room's participants (languages, names, voices).
@@ -118,7 +168,7 @@ class WebRTCRoomTransport(BaseTransport):
         self.room = room
         self.params = params or WebRTCRoomParams()
         self.metrics = metrics
-        self.peers: dict[str, _Peer] = {}
+        self.peers: dict[str, RoomEndpoint] = {}
         self._input = WebRTCRoomInputTransport(self, name=f"{self.name}#input")
         self._output = WebRTCRoomOutputTransport(self, name=f"{self.name}#output")
 
@@ -130,28 +180,35 @@ class WebRTCRoomTransport(BaseTransport):
 
     # -- participants -------------------------------------------------------------
 
+    def new_mixer(self) -> ListenerMixer:
+        """A listener mix with this room's levels."""
+        return ListenerMixer(duck_gain=self.params.duck_gain)
+
+    def add_endpoint(self, endpoint: RoomEndpoint) -> None:
+        """Register a participant connected some other way than WebRTC."""
+        self.peers[endpoint.id] = endpoint
+
     def add_participant(self, participant_id: str, pc: RTCPeerConnection) -> ListenerAudioTrack:
-        """Register a peer; returns the listener track to add to ``pc`` before answering."""
-        mixer = ListenerMixer(duck_gain=self.params.duck_gain)
-        peer = _Peer(participant_id, pc, mixer, ListenerAudioTrack(mixer))
+        """Register a WebRTC peer; returns the listener track to add to ``pc`` before answering."""
+        peer = _Peer(participant_id, pc, self.new_mixer())
         self.peers[participant_id] = peer
         return peer.track_out
 
     def attach_incoming(self, participant_id: str, track: MediaStreamTrack) -> None:
         """Start reading a participant's microphone track."""
         peer = self.peers.get(participant_id)
-        if peer is None or track.kind != "audio" or peer.reader is not None:
+        if not isinstance(peer, _Peer) or track.kind != "audio" or peer.reader is not None:
             return
         peer.reader = asyncio.create_task(self._input.read_track(peer, track), name=f"webrtc-read-{participant_id}")
 
     def attach_channel(self, participant_id: str, channel: RTCDataChannel) -> None:
         """Use ``channel`` for this participant's captions."""
         peer = self.peers.get(participant_id)
-        if peer is not None and channel.label == "captions":
+        if isinstance(peer, _Peer) and channel.label == "captions":
             peer.channel = channel
 
     async def remove_participant(self, participant_id: str) -> bool:
-        """Stop everything of one participant: reader, outgoing track, peer connection.
+        """Stop everything of one participant: their connection and what others hear of them.
 
         Returns:
             Whether the participant was here.
@@ -159,16 +216,9 @@ class WebRTCRoomTransport(BaseTransport):
         peer = self.peers.pop(participant_id, None)
         if peer is None:
             return False
-        if peer.reader is not None:
-            peer.reader.cancel()
-            try:
-                await peer.reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it is going away
-                pass
-        peer.track_out.stop()
         for other in self.peers.values():
             other.mixer.remove_source(participant_id)
-        await peer.pc.close()
+        await peer.close()
         return True
 
     async def close(self) -> None:
@@ -196,21 +246,21 @@ class WebRTCRoomTransport(BaseTransport):
             gain = 1.0 if self.hears(pid) == speaker.language else self.params.foreign_gain
             peer.mixer.add_direct(speaker_id, pcm, gain)
 
-    def listeners_of(self, speaker_id: str, language: str) -> list[_Peer]:
+    def listeners_of(self, speaker_id: str, language: str) -> list[RoomEndpoint]:
         """The peers (other than the speaker) who hear ``language``."""
         return [p for pid, p in self.peers.items() if pid != speaker_id and self.hears(pid) == language]
 
     def send_json(self, message: dict[str, Any], to: list[str] | None = None) -> None:
-        """Send a JSON message over the captions channel of ``to`` (default: everyone)."""
+        """Send a JSON message over the message channel of ``to`` (default: everyone who has one)."""
         text = json.dumps(message, ensure_ascii=False)
         for pid in to if to is not None else list(self.peers):
             peer = self.peers.get(pid)
-            if peer is None or peer.channel is None or peer.channel.readyState != "open":
+            if peer is None:
                 continue
             try:
-                peer.channel.send(text)
+                peer.send_text(text)
             except Exception as exc:  # noqa: BLE001 - a closing channel must not stop the others
-                logger.debug(f"captions to {pid} failed: {exc}")
+                logger.debug(f"message to {pid} failed: {exc}")
 
 
 class WebRTCRoomInputTransport(BaseInputTransport):
@@ -240,16 +290,23 @@ class WebRTCRoomInputTransport(BaseInputTransport):
             for mixed in peer.resample_mix.resample(frame):
                 self._transport.route_direct(peer.id, mixed.to_ndarray().reshape(-1))
             pcm = b"".join(bytes(f.to_ndarray().reshape(-1).tobytes()) for f in peer.resample_in.resample(frame))
-            if pcm:
-                await self.push_audio_frame(
-                    UserAudioRawFrame(audio=pcm, sample_rate=PIPELINE_RATE, num_channels=1, user_id=peer.id)
-                )
+            await self.push_participant_audio(peer.id, pcm)
+
+    async def push_participant_audio(self, participant_id: str, pcm: bytes) -> None:
+        """What a participant said: 16 kHz mono int16, from any kind of connection."""
+        if pcm and participant_id in self._transport.peers:
+            await self.push_audio_frame(
+                UserAudioRawFrame(audio=pcm, sample_rate=PIPELINE_RATE, num_channels=1, user_id=participant_id)
+            )
 
 
 #: The frames the output handles itself (the rest take pipecat's usual path).
 _ROOM_FRAMES = (
+    CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
+    InterpretationResultFrame,
+    TranslationsDoneFrame,
     UtteranceTranscriptionFrame,
     UtteranceTranslationFrame,
     UtteranceDroppedFrame,
@@ -264,7 +321,6 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         super().__init__(TransportParams(audio_out_enabled=False), **kwargs)
         self._transport = transport
         self._resamplers: dict[tuple[int, str], soxr.ResampleStream] = {}
-        self._captions: dict[int, _PendingCaption] = {}
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -283,15 +339,13 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         if isinstance(frame, InterpretationAudioFrame) and frame.utterance is not None:
             self._interpretation_chunk(frame)
         elif isinstance(frame, InterpretationDoneFrame):
-            self._interpretation_done(frame.utterance, frame.target_language)
-        elif isinstance(frame, UtteranceTranscriptionFrame) and frame.utterance is not None:
-            self._caption_transcript(frame.utterance, frame.text)
-        elif isinstance(frame, UtteranceTranslationFrame) and frame.utterance is not None:
-            self._caption_translation(frame.utterance, frame.target_language, frame.text)
-        elif isinstance(frame, UtteranceDroppedFrame):
-            self._caption_dropped(frame.utterance)
-        # UtteranceAudioFrame: nothing to play (voice capture, when it exists, sits
-        # upstream of here and reads it).
+            self._interpretation_done(frame.utterance, frame.target_language, cut=frame.error is not None)
+        elif isinstance(frame, CaptionFrame):
+            self._send_caption(frame)
+        elif isinstance(frame, InterpretationResultFrame):
+            self._record(frame)
+        # The rest (utterance audio, transcripts, translations) need nothing here: the
+        # captions and results above carry what listeners see.
 
     # -- interpretation audio -----------------------------------------------------
 
@@ -305,15 +359,19 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         pcm = stream.resample_chunk(np.frombuffer(frame.audio, dtype=np.int16))
         self._to_listeners(utterance, frame.target_language, pcm)
 
-    def _interpretation_done(self, utterance: Utterance, language: str) -> None:
+    def _interpretation_done(self, utterance: Utterance, language: str, *, cut: bool = False) -> None:
         key = (utterance.id, language)
         stream = self._resamplers.pop(key, None)
-        if stream is not None:
+        if stream is not None and not cut:
             tail = stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
             self._to_listeners(utterance, language, tail)
         for peer in self._transport.listeners_of(utterance.user_id, language):
-            peer.mixer.finish_interpretation(key)
-        self._record_latency(utterance)
+            if cut:
+                # Half a sentence is worse than none: what was not heard yet is dropped.
+                if peer.mixer.cut_interpretation(key):
+                    peer.interpretation_cut(key)
+            else:
+                peer.mixer.finish_interpretation(key)
 
     def _to_listeners(self, utterance: Utterance, language: str, pcm: np.ndarray) -> None:
         key = (utterance.id, language)
@@ -330,44 +388,23 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         for peer in self._transport.listeners_of(utterance.user_id, language):
             peer.mixer.add_interpretation(key, pcm, on_start=started)
 
-    def _record_latency(self, utterance: Utterance) -> None:
+    def _record(self, frame: InterpretationResultFrame) -> None:
         metrics = self._transport.metrics
         if metrics is None:
             return
-        for stage, seconds in utterance.latencies().items():
+        result = frame.result
+        if result.dropped is not None:
+            if result.transcript or result.dropped[0] != "asr":
+                metrics.inc("polyvox_utterances_dropped_total")
+            return
+        metrics.inc("polyvox_utterances_total")
+        for stage, seconds in result.utterance.latencies().items():
             metrics.stage_latency.observe(stage, seconds)
 
     # -- captions -----------------------------------------------------------------
 
-    def _caption_transcript(self, utterance: Utterance, text: str) -> None:
-        metrics = self._transport.metrics
-        if metrics is not None:
-            metrics.inc("polyvox_utterances_total")
-        expected = set(self._transport.room.targets_for(utterance.user_id))
-        pending = _PendingCaption(utterance, text, expected)
-        self._send_caption(pending, final=not expected)
-        if expected:
-            self._captions[utterance.id] = pending
-
-    def _caption_translation(self, utterance: Utterance, language: str, text: str) -> None:
-        pending = self._captions.get(utterance.id)
-        if pending is None:
-            return
-        pending.translations[language] = text
-        if pending.expected <= set(pending.translations):
-            del self._captions[utterance.id]
-            self._send_caption(pending, final=True)
-
-    def _caption_dropped(self, utterance: Utterance) -> None:
-        metrics = self._transport.metrics
-        if metrics is not None:
-            metrics.inc("polyvox_utterances_dropped_total")
-        pending = self._captions.pop(utterance.id, None)
-        if pending is not None:
-            self._send_caption(pending, final=True)
-
-    def _send_caption(self, pending: _PendingCaption, *, final: bool) -> None:
-        utterance = pending.utterance
+    def _send_caption(self, caption: CaptionFrame) -> None:
+        utterance = caption.utterance
         participant = self._transport.room.participants.get(utterance.user_id)
         self._transport.send_json(
             {
@@ -376,17 +413,9 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
                 "participant_id": utterance.user_id,
                 "name": participant.name if participant else utterance.user_id,
                 "language": utterance.language,
-                "text": pending.text,
-                "translations": dict(pending.translations),
-                "final": final,
+                "text": caption.text,
+                "translations": dict(caption.translations),
+                "final": caption.final,
                 "sent_at": time.time(),
             }
         )
-
-
-@dataclass
-class _PendingCaption:
-    utterance: Utterance
-    text: str
-    expected: set[str]
-    translations: dict[str, str] = field(default_factory=dict)

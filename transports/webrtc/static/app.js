@@ -87,7 +87,9 @@ function renderParticipants() {
   list.innerHTML = "";
   for (const p of state.participants) {
     const item = document.createElement("li");
-    item.textContent = `${p.name} · speaks ${p.speaks} · hears ${p.hears}`;
+    const voice = p.voice_cloned === false ? " · neutral voice" : "";
+    const via = p.via === "phone" ? " · by phone" : "";
+    item.textContent = `${p.name} · speaks ${p.speaks} · hears ${p.hears}${voice}${via}`;
     if (p.id === state.participantId) item.className = "me";
     list.appendChild(item);
   }
@@ -139,6 +141,10 @@ function onMessage(event) {
   if (message.type === "caption") {
     state.captions.push(message);
     renderCaption(message);
+  } else if (message.type === "notice") {
+    state.notice = message.text;
+    $("voice-notice").textContent = message.text;
+    $("voice-notice").hidden = false;
   } else if (message.type === "participants") {
     state.participants = message.participants;
     renderParticipants();
@@ -174,7 +180,7 @@ async function join(event) {
     await waitForIceGathering(pc, 3000);
     const body = {
       sdp: pc.localDescription.sdp, type: "offer", name,
-      speaks: $("speaks").value, hears: $("hears").value,
+      speaks: $("speaks").value, hears: $("hears").value, clone_voice: $("clone-voice").checked,
     };
     const token = $("token").value.trim();
     if (token) body.token = token;
@@ -232,6 +238,15 @@ window.addEventListener("pagehide", () => {
     // Best effort on tab close; a dropped connection is cleaned up by the server too.
     fetch(`/api/rooms/${encodeURIComponent(state.room)}/participants/${state.participantId}`,
       { method: "DELETE", keepalive: true, headers: { "X-Participant-Key": state.participantKey } });
+  }
+});
+
+// The voice switch applies during the call too: off stops cloning at once and the
+// server discards what it learnt of this voice.
+$("clone-voice").addEventListener("change", () => {
+  const channel = state.channel;
+  if (channel && channel.readyState === "open") {
+    channel.send(JSON.stringify({ type: "voice", clone: $("clone-voice").checked }));
   }
 });
 
