@@ -3,6 +3,7 @@ rules and what a set of engines can do with each language."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -386,3 +387,52 @@ def test_engine_codes_the_registry_does_not_know_are_kept() -> None:
     assert support.hearable(["ast"]) == ["ast", "es"]
     entry = next(e for e in support.describe() if e["code"] == "ast")
     assert (entry["name"], entry["recognise"]) == ("ast", True)
+
+
+# --- one registry ----------------------------------------------------------------------
+
+# Modules that must ask the registry instead of keeping language tables of their own.
+_CHECKED = [
+    *sorted((ROOT / "pipeline" / "engines").rglob("*.py")),
+    ROOT / "pipeline" / "text.py",
+    ROOT / "bot" / "config.py",
+    ROOT / "bot" / "discord_settings.py",
+]
+_NLLB_LIKE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+
+
+def _language_like(value: object) -> bool:
+    """An NLLB code, or a lowercase tag the registry knows ("es", "spa", "zh-cn")."""
+    if not isinstance(value, str):
+        return False
+    if _NLLB_LIKE.match(value):
+        return True
+    if value != value.lower() or not 2 <= len(value) <= 5:
+        return False
+    try:
+        normalize(value)
+    except UnsupportedLanguageError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", _CHECKED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_keeps_its_own_language_table(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            assert not _NLLB_LIKE.match(node.value), f"{path.name}: NLLB code {node.value!r}"
+            # Engine-specific spellings belong to the registry ("spa" in Apertium).
+            assert node.value not in {"spa", "eng", "zh-cn", "en-us", "cmn"}, (
+                f"{path.name}:{node.lineno}: engine language code {node.value!r}"
+            )
+        if isinstance(node, ast.Dict | ast.List | ast.Tuple | ast.Set):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            codes = [
+                item.value
+                for item in items
+                if isinstance(item, ast.Constant) and _language_like(item.value)
+            ]
+            # One or two codes are a default or an engine's fact ("en" for an English
+            # model); three or more are a table that belongs in pipeline/languages.py.
+            assert len(codes) < 3, f"{path.name}:{node.lineno}: language table {codes}"
