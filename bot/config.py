@@ -7,7 +7,6 @@ the offending key, never a traceback.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.discord_settings import DiscordSettings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UnsupportedLanguageError
+from pipeline.languages import normalize
 from transports.webrtc.settings import WebRTCSettings
 
 __all__ = [
@@ -39,8 +39,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
 #: Engine sections, in pipeline order. ``vad_engine`` picks the VAD model; ``vad`` tunes
 #: the segmentation.
 ENGINE_KINDS = ("denoise", "vad_engine", "asr", "mt", "tts")
-
-_LANG = re.compile(r"^[a-z]{2,3}$")
 
 
 class _Strict(BaseModel):
@@ -75,7 +73,7 @@ class VADSettings(_Strict):
 
 
 class LanguageSettings(_Strict):
-    """Spoken and listener languages (ISO 639-1 codes)."""
+    """Spoken and listener languages, normalised to ISO 639-1 codes (``en-US`` → ``en``)."""
 
     speaker: str = "en"
     listeners: list[str] = Field(default_factory=lambda: ["es"])
@@ -149,10 +147,12 @@ _TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 
 def _check_language(value: str) -> str:
-    code = value.strip().lower()
-    if not _LANG.match(code):
-        raise ValueError(f"'{value}' is not an ISO 639-1 language code (like 'en' or 'es')")
-    return code
+    """The registry's code for ``value`` ("en-US" → "en"); unknown codes are named."""
+    try:
+        return normalize(value)
+    except UnsupportedLanguageError as exc:
+        # pydantic reports a ValueError as "<key>: <message>".
+        raise ValueError(str(exc)) from None
 
 
 def find_config(explicit: str | Path | None = None) -> Path:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.errors import UnsupportedLanguageError
+from pipeline.languages import normalize
+
 __all__ = ["DiscordSettings"]
 
 
@@ -48,13 +51,10 @@ class DiscordSettings(BaseModel):
     @field_validator("room_languages")
     @classmethod
     def _codes(cls, value: list[str]) -> list[str]:
-        out = []
-        for code in value:
-            code = code.strip().lower()
-            if not 2 <= len(code) <= 3 or not code.isalpha():
-                raise ValueError(f"'{code}' is not an ISO 639-1 language code (like 'en' or 'es')")
-            out.append(code)
-        return out
+        try:
+            return [normalize(code) for code in value]
+        except UnsupportedLanguageError as exc:
+            raise ValueError(str(exc)) from None
 
     def database_path(self) -> Path:
         """``database`` with ``~`` expanded."""

@@ -5,8 +5,12 @@ Everything here is a pure function on strings; nothing knows about frames or mod
 * :func:`restore_punctuation` gives bare ASR output (``"how are you today"``) sentence
   casing and a final mark (``"How are you today?"``) so that MT and TTS see a sentence.
 * :func:`split_sentences` cuts text into sentences for TTS to speak one at a time.
-* :func:`spanish_question_marks` adds the opening ``¿``/``¡`` that Apertium leaves out.
+* :func:`add_opening_marks` adds the opening ``¿``/``¡`` a language's rules call for
+  (what :func:`pipeline.languages.finish_translation` does to Spanish MT output).
 * :func:`normalize_for_wer` puts transcripts and references in one form for comparison.
+
+What differs between languages (question words, marks, abbreviations) is data in
+:mod:`pipeline.languages`; this module holds only the algorithms.
 """
 
 from __future__ import annotations
@@ -14,93 +18,34 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from pipeline import languages
+from pipeline.languages import PunctuationRules
+
 __all__ = [
+    "add_opening_marks",
     "normalize_for_wer",
     "restore_punctuation",
-    "spanish_question_marks",
     "split_sentences",
 ]
 
 #: Characters whose presence means the text was punctuated by its producer.
-_PUNCTUATION = frozenset('.,;:!?¿¡…"“”«»()')
-
-# --- English ---------------------------------------------------------------------------
-
-_EN_WORDS = {
-    "i": "I",
-    "i'm": "I'm",
-    "i've": "I've",
-    "i'll": "I'll",
-    "i'd": "I'd",
-    "mr": "Mr.",
-    "mrs": "Mrs.",
-    "ms": "Ms.",
-    "dr": "Dr.",
-}
-_EN_WH = frozenset({"what", "where", "when", "why", "who", "whose", "whom", "which", "how"})
-# A wh-word followed by one of these asks ("where is it"); followed by anything else it is
-# usually a subordinate clause ("when i was young", "what i mean is").
-_EN_AUXILIARIES = frozenset(
-    {
-        "is", "are", "am", "was", "were", "do", "does", "did", "can", "could", "will",
-        "would", "shall", "should", "may", "might", "must", "have", "has", "had", "'s",
-        "isn't", "aren't", "wasn't", "weren't", "don't", "doesn't", "didn't", "can't",
-        "couldn't", "won't", "wouldn't", "shouldn't", "haven't", "hasn't",
-    }
-)  # fmt: skip
-# Wh-words that open a question whatever follows: "why not", "who wants coffee".
-_EN_WH_ALWAYS = frozenset({"why", "who", "whose", "whom"})
-# Second words that make a question of a wh-word that otherwise is not one.
-_EN_WH_SECOND = {
-    "how": frozenset({"much", "many", "long", "far", "often", "old", "come", "about", "soon"}),
-    "what": frozenset({"about", "if", "time", "kind", "sort", "happened", "else"}),
-    "which": frozenset({"one", "ones", "way", "of"}),
-}
-# Sentences that open an auxiliary + subject pair are questions ("do you", "is it") ...
-_EN_QUESTION_AUXILIARIES = _EN_AUXILIARIES - {"had", "'s", "must", "may", "might"}
-# ... but "had he married ..." and "were i you ..." are inverted conditionals, and
-# "may" / "might" / "must" + subject are rare in questions and common in wishes
-# ("may you live long"), so those never start a question.
-_EN_SUBJECTS = frozenset(
-    {
-        "you", "i", "we", "they", "he", "she", "it", "there", "this", "that", "these",
-        "those", "anyone", "anybody", "someone", "somebody", "everyone", "everybody",
-    }
-)  # fmt: skip
-# "do it now", "have this one": with these auxiliaries a singular subject means an order.
-_EN_PLURAL_ONLY_AUXILIARIES = frozenset({"do", "have", "don't", "haven't"})
-_EN_PLURAL_SUBJECTS = frozenset({"you", "i", "we", "they", "these", "those"})
-# "is the station open", "will mr smith come"; but "do the dishes", "have a seat".
-_EN_DETERMINERS = frozenset(
-    {"the", "your", "my", "his", "her", "our", "their", "mr", "mrs", "ms", "dr"}
-)
-_EN_SUBJUNCTIVE_WERE = frozenset({"i", "he", "she", "it"})
-_EN_CONTRACTED_WH = re.compile(r"^(what|where|when|why|who|how)'(s|re|d|ll|ve)$")
-_EN_NEGATIVE_AUXILIARIES = frozenset(word for word in _EN_AUXILIARIES if word.endswith("n't"))
-
-# --- Spanish ---------------------------------------------------------------------------
-
-# Only the accented forms ask; "que", "donde", "cuando", "como" are conjunctions.
-_ES_INTERROGATIVES = frozenset(
-    {
-        "qué", "dónde", "adónde", "cuándo", "quién", "quiénes", "cómo", "cuál", "cuáles",
-        "cuánto", "cuánta", "cuántos", "cuántas",
-    }
-)  # fmt: skip
+_PUNCTUATION = frozenset(',;:"“”«»()') | languages.punctuation_marks()
 
 # --- Sentence splitting ----------------------------------------------------------------
 
 #: Tokens ending in "." that do not end a sentence (compared lowercased, without the dot).
-_ABBREVIATIONS = frozenset(
-    {
-        "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "sra", "srta", "dra", "sres",
-        "vs", "etc", "e.g", "i.e", "cf", "approx", "no", "nr", "fig", "vol", "ca",
-        "mme", "mlle", "ud", "uds", "hr", "fr",
-    }
-)  # fmt: skip
+_ABBREVIATIONS = languages.abbreviations()
 _MAX_SENTENCE = 300
-# A run of end marks, then closing quotes/brackets, then whitespace, an opener, or the end.
-_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s|[¿¡]|$)|[。！？]+[\"'”’»)\]]*")
+_CLOSERS = "\"'”’»)\\]"
+_OPENERS = languages.opening_marks()
+_SPACED_ENDS = re.escape(languages.SENTENCE_END_MARKS + languages.UNSPACED_SENTENCE_END_MARKS)
+_UNSPACED_ENDS = re.escape(languages.UNSPACED_SENTENCE_END_MARKS)
+# A run of end marks, then closing quotes/brackets, then whitespace, an opener ("¿"), or
+# the end; or a run of full-width CJK marks, which need no space after them.
+_SENTENCE_END = re.compile(
+    rf"[{_SPACED_ENDS}]+[{_CLOSERS}]*(?=\s|[{re.escape(_OPENERS)}]|$)"
+    + (rf"|[{_UNSPACED_ENDS}]+[{_CLOSERS}]*" if _UNSPACED_ENDS else "")
+)
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -112,24 +57,22 @@ def restore_punctuation(text: str, language: str) -> str:
     sentence: whitespace is collapsed, the first letter is capitalised and a final mark
     is added.
 
-    The question test is deliberately conservative, because a wrong "?" changes the
-    intonation TTS gives a statement, while a missing one only flattens a question:
+    Everything language-specific comes from the language's
+    :class:`~pipeline.languages.PunctuationRules`: the question test (deliberately
+    conservative, because a wrong "?" changes the intonation TTS gives a statement while
+    a missing one only flattens a question), how a question is wrapped, the full stop,
+    word fixes and casing:
 
-    * English: a question starts with a contracted wh-word ("what's", "where'd"); with
-      "why", "who", "whose" or "whom"; with any wh-word followed by an auxiliary ("where
-      is", "how do"); with "how much/many/long/...", "what about/if/time/...", "which
-      one/way/of"; or with an auxiliary followed by a subject ("do you", "is it", "can
-      i", "is the ..."; but "do"/"have" only with "you", "i", "we", "they", "these",
-      "those", since "do it now" and "have a seat" are orders). "had" never starts a question ("had he married a more amiable woman he
-      might ..." is an inverted conditional), nor do "may"/"might"/"must" or "were" with
-      a singular subject ("were i you"). A trailing negative tag ("... isn't it",
-      "... don't you") also makes a question. Sentence length is not used: long
-      questions and short conditionals are both common in speech. "i", "i'm", "i've",
-      "i'll", "i'd" become "I", "I'm", ...; "mr", "mrs", "ms", "dr" become "Mr.", ...
+    * English: questions such as "how are you today", "do you like it", "it's cold
+      isn't it" get "?", while "when i was young ...", "do it now", "had he married ..."
+      stay statements; "i", "i'm", ... become "I", "I'm", ...; "mr", "mrs", "ms", "dr"
+      become "Mr.", ....
     * Spanish: a question starts with an accented interrogative ("qué", "dónde",
       "cuándo", "por qué", "quién", "cómo", "cuál", "cuánto", ...) and is wrapped in
       "¿...?". The unaccented forms are conjunctions and do not count.
-    * Other languages: only casing and a final ".".
+    * Other languages: casing where the script has it and the language's full stop
+      ("." ; "。" in Chinese and Japanese, "।" in Hindi); no question is guessed.
+    * Unknown language codes get the plain rules: casing and ".".
 
     Args:
         text: One utterance, as the ASR engine produced it.
@@ -144,29 +87,28 @@ def restore_punctuation(text: str, language: str) -> str:
     if any(char.isupper() or char in _PUNCTUATION for char in stripped):
         return stripped
 
+    rules = languages.punctuation_rules(language)
     words = stripped.split()
-    lang = language.lower().split("-")[0].split("_")[0]
-    question = False
-    if lang == "en":
-        question = _is_english_question(words)
-        words = [_EN_WORDS.get(word, word) for word in words]
-    elif lang == "es":
-        question = _is_spanish_question(words)
-
-    sentence = _capitalize_first(" ".join(words))
+    question = rules.is_question(words)
+    sentence = rules.capitalize(" ".join(rules.fix_words(words)))
     if question:
-        return f"¿{sentence}?" if lang == "es" else f"{sentence}?"
+        opener, closer = rules.question_wrap
+        return f"{opener}{sentence}{closer}"
     # The input had no punctuation, so a final "." can only be an abbreviation's ("Mr.").
-    return sentence if sentence.endswith(".") else f"{sentence}."
+    if not rules.full_stop or sentence.endswith(rules.full_stop):
+        return sentence
+    return f"{sentence}{rules.full_stop}"
 
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences, each keeping its own punctuation.
 
-    A sentence ends at a run of ``. ! ? …`` (and the CJK ``。！？``) followed by optional
-    closing quotes or brackets and then whitespace, an opening ``¿``/``¡``, or the end
-    of the text; a blank line also ends one. A period does not end a sentence after a
-    known abbreviation ("Mr.", "Dr.", "e.g.", "etc.") or a single capital initial
+    A sentence ends at a run of end marks (``. ! ? …`` and the other languages' marks
+    in :data:`pipeline.languages.SENTENCE_END_MARKS`, such as ``।`` and ``؟``) followed by
+    optional closing quotes or brackets and then whitespace, an opening ``¿``/``¡``, or
+    the end of the text; the full-width CJK ``。！？`` end one even with no space after
+    them; a blank line also ends one. A period does not end a sentence after a known
+    abbreviation of any language ("Mr.", "Dr.", "e.g.", "etc.", "Sra.") or a single capital initial
     ("J. R. R. Tolkien"), nor inside a number ("3.5"), since no space follows it there.
     The Spanish openers "¿" and "¡" stay with the sentence they open. A sentence longer
     than 300 characters is cut further at commas and semicolons (and at spaces if a
@@ -190,27 +132,32 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
-def spanish_question_marks(text: str) -> str:
-    """Add the opening "¿" or "¡" to Spanish sentences that end in "?" or "!" without one.
+def add_opening_marks(text: str, rules: PunctuationRules) -> str:
+    """Add the opening marks a language's rules call for ("¿", "¡") where they are missing.
 
     The rule is simple, because machine translation output gives little to go on: in
     each sentence (as :func:`split_sentences` sees them) that ends in "?" or "!" and has
     no opener of that kind, the opener goes before the last comma-separated clause that
-    starts with an accented interrogative ("Hola, cómo eres hoy?" → "Hola, ¿cómo eres
+    the language's question test accepts ("Hola, cómo eres hoy?" → "Hola, ¿cómo eres
     hoy?"), and otherwise at the start of the sentence, after any opening quotes
-    ("Vienes mañana?" → "¿Vienes mañana?"). Everything else is left as it is.
+    ("Vienes mañana?" → "¿Vienes mañana?"). Everything else is left as it is; rules
+    without openers leave the text unchanged. Use
+    :func:`pipeline.languages.finish_translation` to apply a language's rules by code.
 
     Args:
-        text: Spanish text, typically Apertium output.
+        text: Text in the language of ``rules``, typically machine translation output.
+        rules: That language's punctuation rules.
 
     Returns:
         The text with openers added.
     """
+    if not (rules.question_open or rules.exclamation_open):
+        return text
     pieces: list[str] = []
     position = 0
     for start, end in _sentence_spans(text):
         pieces.append(text[position:start])
-        pieces.append(_open_spanish_sentence(text[start:end]))
+        pieces.append(_open_sentence(text[start:end], rules))
         position = end
     pieces.append(text[position:])
     return "".join(pieces)
@@ -242,38 +189,6 @@ def normalize_for_wer(text: str) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _capitalize_first(text: str) -> str:
-    for index, char in enumerate(text):
-        if char.isalpha():
-            return text[:index] + char.upper() + text[index + 1 :]
-    return text
-
-
-def _is_english_question(words: list[str]) -> bool:
-    first = words[0]
-    second = words[1] if len(words) > 1 else ""
-    if _EN_CONTRACTED_WH.match(first):
-        return True
-    if first in _EN_WH:
-        if first in _EN_WH_ALWAYS or second in _EN_AUXILIARIES:
-            # "which is why ..." continues a statement rather than asking.
-            return not (first == "which" and second == "is" and words[2:3] == ["why"])
-        return second in _EN_WH_SECOND.get(first, ())
-    if first in _EN_PLURAL_ONLY_AUXILIARIES:
-        return second in _EN_PLURAL_SUBJECTS
-    if first in _EN_QUESTION_AUXILIARIES and (second in _EN_SUBJECTS or second in _EN_DETERMINERS):
-        return not (first == "were" and second in _EN_SUBJUNCTIVE_WERE)
-    # A negative tag at the end: "it's cold isn't it", "you know him don't you".
-    return len(words) > 2 and words[-2] in _EN_NEGATIVE_AUXILIARIES and words[-1] in _EN_SUBJECTS
-
-
-def _is_spanish_question(words: list[str]) -> bool:
-    first = words[0]
-    if first in _ES_INTERROGATIVES:
-        return True
-    return first == "por" and len(words) > 1 and words[1] == "qué"
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -350,19 +265,19 @@ def _split_long(sentence: str) -> list[str]:
     return merged
 
 
-def _open_spanish_sentence(sentence: str) -> str:
+def _open_sentence(sentence: str, rules: PunctuationRules) -> str:
     stripped = sentence.rstrip("\"'”’»)] ")
     if not stripped:
         return sentence
     mark = stripped[-1]
-    opener = {"?": "¿", "!": "¡"}.get(mark)
-    if opener is None or opener in sentence:
+    opener = {"?": rules.question_open, "!": rules.exclamation_open}.get(mark)
+    if not opener or opener in sentence:
         return sentence
-    # Open before the last clause that starts with an interrogative ("Hola, ¿cómo estás?").
+    # Open before the last clause that starts like a question ("Hola, ¿cómo estás?").
     for match in reversed(list(re.finditer(r",\s+", sentence))):
         rest = sentence[match.end() :]
         words = [word.lower().strip(",.;:?!") for word in rest.split(maxsplit=2)]
-        if words and _is_spanish_question(words):
+        if rules.is_question(words):
             return sentence[: match.end()] + opener + rest
     lead = len(sentence) - len(sentence.lstrip("\"'“‘«( "))
     return sentence[:lead] + opener + sentence[lead:]

@@ -7,7 +7,6 @@ import pytest
 from pipeline.text import (
     normalize_for_wer,
     restore_punctuation,
-    spanish_question_marks,
     split_sentences,
 )
 
@@ -146,26 +145,6 @@ def test_splits_a_long_clause_without_commas_at_spaces() -> None:
     pieces = split_sentences(text)
     assert all(len(piece) <= 300 for piece in pieces)
     assert " ".join(pieces) == text
-
-
-# --- spanish_question_marks ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "marked"),
-    [
-        ("Hola, cómo eres hoy?", "Hola, ¿cómo eres hoy?"),
-        ("Vienes mañana?", "¿Vienes mañana?"),
-        ("Qué bien!", "¡Qué bien!"),
-        ("Sí. Vienes? Claro!", "Sí. ¿Vienes? ¡Claro!"),
-        ("¿Ya está?", "¿Ya está?"),
-        ('"Vienes?"', '"¿Vienes?"'),
-        ("El gato es negro.", "El gato es negro."),
-        ("", ""),
-    ],
-)
-def test_adds_spanish_opening_marks(text: str, marked: str) -> None:
-    assert spanish_question_marks(text) == marked
 
 
 # --- normalize_for_wer -----------------------------------------------------------------

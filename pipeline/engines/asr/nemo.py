@@ -36,6 +36,7 @@ from pipeline.engines.base import ASREngine, Transcript
 from pipeline.engines.batching import MicroBatcher
 from pipeline.engines.device import pick_device
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
+from pipeline.languages import family_codes, normalize
 from pipeline.models import resolve_model
 
 __all__ = ["NeMoASREngine"]
@@ -44,15 +45,12 @@ _INSTALL_HINT = "NeMo is not installed: pip install 'polyvox[gpu]' (nemo_toolkit
 
 #: Shorter utterances hold no word; the encoder's 8x subsampling also needs a few frames.
 _MIN_SECONDS = 0.1
-#: The 25 languages of Parakeet-TDT-0.6B-v3 (and Canary-1B-v2).
-_EUROPEAN_25 = (
-    "bg", "cs", "da", "de", "el", "en", "es", "et", "fi", "fr", "hr", "hu", "it",
-    "lt", "lv", "mt", "nl", "pl", "pt", "ro", "ru", "sk", "sl", "sv", "uk",
-)
+#: Model names → the languages they transcribe; an empty tuple takes the language from
+#: the name. The multilingual checkpoints' languages are the registry's NeMo family.
 _MODEL_LANGUAGES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (re.compile(r"parakeet-tdt-0\.6b-v3|canary-1b-v2", re.I), _EUROPEAN_25),
+    (re.compile(r"parakeet-tdt-0\.6b-v3|canary-1b-v2", re.I), tuple(family_codes("nemo"))),
     (re.compile(r"parakeet", re.I), ("en",)),
-    (re.compile(r"(?:^|[/_-])stt_([a-z]{2})(?:_|$)", re.I), ()),  # language from the name
+    (re.compile(r"(?:^|[/_-])stt_([a-z]{2,3})(?:_|$)", re.I), ()),  # language from the name
 )
 _PUNCTUATION = set(".,?!")
 
@@ -105,7 +103,9 @@ class NeMoASREngine(ASREngine):
         self._punctuated_setting = punctuated
         self._max_batch = max_batch
         self._window_ms = batch_window_ms
-        self._configured_languages = [str(x).lower() for x in languages] if languages else None
+        self._configured_languages = (
+            [normalize(str(x), strict=False) for x in languages] if languages else None
+        )
         # An instance attribute: which languages depends on the checkpoint.
         self.languages = frozenset(  # type: ignore[misc]
             self._configured_languages or _languages_from_name(model) or ("en",)
@@ -257,7 +257,7 @@ class NeMoASREngine(ASREngine):
     # --- internals ---------------------------------------------------------------------
 
     def _check_language(self, language: str) -> str:
-        code = language.strip().lower().replace("_", "-").split("-", 1)[0]
+        code = normalize(language, strict=False)
         if code not in self.languages:
             raise UnsupportedLanguageError(
                 f"asr.model '{self.model_name}' does not transcribe '{language}' "
@@ -341,7 +341,10 @@ def _languages_from_name(model: str) -> tuple[str, ...]:
             continue
         if languages:
             return languages
-        return (match.group(1).lower(),)
+        try:
+            return (normalize(match.group(1)),)
+        except UnsupportedLanguageError:
+            return ()  # "stt_xyz_..." names no language: the default applies
     return ()
 
 
@@ -351,8 +354,11 @@ def _prompt_languages(model: Any) -> dict[str, str]:
     prompts = defaults.get("prompt_dictionary") or {}
     out: dict[str, str] = {}
     for key in prompts:
-        code = str(key).lower().replace("_", "-").split("-", 1)[0]
-        if len(code) == 2 and code not in out:
+        try:
+            code = normalize(str(key))
+        except UnsupportedLanguageError:
+            continue
+        if code not in out:
             out[code] = str(key)
     return out
 

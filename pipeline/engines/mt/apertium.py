@@ -30,28 +30,9 @@ from loguru import logger
 
 from pipeline.engines.base import MTEngine
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
-from pipeline.text import spanish_question_marks
+from pipeline.languages import finish_translation, from_engine_code, normalize
 
 __all__ = ["ApertiumMTEngine"]
-
-#: Apertium's language codes (mostly ISO 639-3, a few older pairs use 639-1) to ISO 639-1.
-#: Codes not listed here (Asturian "ast", Aranese "oci_aran", ...) are used unchanged.
-_APERTIUM_TO_ISO = {
-    "afr": "af", "ara": "ar", "arg": "an", "bel": "be", "bre": "br", "bul": "bg",
-    "cat": "ca", "ces": "cs", "cos": "co", "cym": "cy", "dan": "da", "deu": "de",
-    "ell": "el", "eng": "en", "epo": "eo", "est": "et", "eus": "eu", "fao": "fo",
-    "fas": "fa", "fin": "fi", "fra": "fr", "gla": "gd", "gle": "ga", "glg": "gl",
-    "heb": "he", "hin": "hi", "hrv": "hr", "hun": "hu", "ind": "id", "isl": "is",
-    "ita": "it", "jpn": "ja", "kaz": "kk", "kir": "ky", "kor": "ko", "lav": "lv",
-    "lit": "lt", "mkd": "mk", "mlt": "mt", "msa": "ms", "nld": "nl", "nno": "nn",
-    "nob": "nb", "oci": "oc", "pol": "pl", "por": "pt", "ron": "ro", "rus": "ru",
-    "slk": "sk", "slv": "sl", "sme": "se", "spa": "es", "sqi": "sq", "srd": "sc",
-    "srp": "sr", "swe": "sv", "tat": "tt", "tha": "th", "tur": "tr", "ukr": "uk",
-    "urd": "ur", "uzb": "uz", "vie": "vi", "zho": "zh",
-    # Pairs from before Apertium moved to three-letter codes ("en-es.mode").
-    "ca": "ca", "en": "en", "es": "es", "eu": "eu", "fr": "fr", "gl": "gl",
-    "it": "it", "oc": "oc", "pt": "pt", "ro": "ro",
-}  # fmt: skip
 
 # "eng-spa.mode"; "spa-eng_US.mode" and "oci_aran-cat.mode" are variants, used only where
 # the plain pair is missing.
@@ -149,7 +130,9 @@ class ApertiumMTEngine(MTEngine):
     def translate(self, texts: list[str], source: str, target: str) -> list[str]:
         """Translate each text as one unit, in order; blank texts translate to "".
 
-        Spanish output gets its opening "¿"/"¡" (Apertium leaves them out).
+        The output gets the clean-up its language needs
+        (:func:`pipeline.languages.finish_translation`: Spanish gets the opening "¿"/"¡"
+        Apertium leaves out).
 
         Raises:
             UnsupportedLanguageError: no installed pair translates ``source`` → ``target``.
@@ -166,9 +149,7 @@ class ApertiumMTEngine(MTEngine):
                 continue
             # Apertium leaves a double space where it drops a word ("considerar  cuánto").
             translation = " ".join(process.translate(text).split())
-            if _language(target) == "es":
-                translation = spanish_question_marks(translation)
-            results.append(translation)
+            results.append(finish_translation(translation, target))
         return results
 
     # --- diagnostics -------------------------------------------------------------------
@@ -360,8 +341,7 @@ def _find_modes(modes_dir: Path) -> dict[tuple[str, str], Path]:
         match = _MODE_NAME.match(path.name)
         if match is None:
             continue
-        source = _APERTIUM_TO_ISO.get(match["source"], match["source"])
-        target = _APERTIUM_TO_ISO.get(match["target"], match["target"])
+        source, target = _from_apertium(match["source"]), _from_apertium(match["target"])
         is_variant = bool(match["source_variant"] or match["target_variant"])
         candidates.setdefault((source, target), []).append((is_variant, path.name, path))
     # "spa-eng.mode" beats "spa-eng_US.mode"; among variants only, the first by name.
@@ -397,8 +377,20 @@ def _unescape(text: str) -> str:
 
 
 def _language(code: str) -> str:
-    """The ISO 639-1 part of a language tag: "en-US", "en_US", "EN" → "en"."""
-    return re.split(r"[-_]", code.strip().lower(), maxsplit=1)[0]
+    """The ISO 639-1 code of a language tag: "en-US", "en_US", "EN", "eng" → "en".
+
+    Languages the registry does not know (Asturian "ast") keep their code, as the mode
+    files name them.
+    """
+    return normalize(code, strict=False)
+
+
+def _from_apertium(code: str) -> str:
+    """ISO 639-1 for a code in a mode file name ("spa" or, in older pairs, "es")."""
+    try:
+        return from_engine_code("apertium", code)
+    except UnsupportedLanguageError:
+        return code
 
 
 def _format_pairs(pairs: list[tuple[str, str]]) -> str:

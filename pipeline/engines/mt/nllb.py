@@ -23,53 +23,37 @@ from pipeline.engines.base import MTEngine
 from pipeline.engines.batching import MicroBatcher
 from pipeline.engines.device import pick_device
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
+from pipeline.languages import (
+    SENTENCE_END_MARKS,
+    UNSPACED_SENTENCE_END_MARKS,
+    family_codes,
+)
+from pipeline.languages import nllb_code as registry_nllb_code
 from pipeline.models import resolve_model
 
 __all__ = ["NLLB_CODES", "NLLBMTEngine", "nllb_code"]
 
 _INSTALL_HINT = "transformers and torch are not installed: pip install 'polyvox[gpu]'"
 
-#: ISO 639-1 → NLLB-200 (FLORES-200) code, for the languages people ask for most.
-NLLB_CODES: dict[str, str] = {
-    "af": "afr_Latn", "am": "amh_Ethi", "ar": "arb_Arab", "az": "azj_Latn",
-    "be": "bel_Cyrl", "bg": "bul_Cyrl", "bn": "ben_Beng", "bs": "bos_Latn",
-    "ca": "cat_Latn", "cs": "ces_Latn", "cy": "cym_Latn", "da": "dan_Latn",
-    "de": "deu_Latn", "el": "ell_Grek", "en": "eng_Latn", "es": "spa_Latn",
-    "et": "est_Latn", "eu": "eus_Latn", "fa": "pes_Arab", "fi": "fin_Latn",
-    "fr": "fra_Latn", "ga": "gle_Latn", "gl": "glg_Latn", "gu": "guj_Gujr",
-    "ha": "hau_Latn", "he": "heb_Hebr", "hi": "hin_Deva", "hr": "hrv_Latn",
-    "hu": "hun_Latn", "hy": "hye_Armn", "id": "ind_Latn", "is": "isl_Latn",
-    "it": "ita_Latn", "ja": "jpn_Jpan", "ka": "kat_Geor", "kk": "kaz_Cyrl",
-    "km": "khm_Khmr", "kn": "kan_Knda", "ko": "kor_Hang", "lo": "lao_Laoo",
-    "lt": "lit_Latn", "lv": "lvs_Latn", "mk": "mkd_Cyrl", "ml": "mal_Mlym",
-    "mr": "mar_Deva", "ms": "zsm_Latn", "mt": "mlt_Latn", "my": "mya_Mymr",
-    "nb": "nob_Latn", "ne": "npi_Deva", "nl": "nld_Latn", "no": "nob_Latn",
-    "pa": "pan_Guru", "pl": "pol_Latn", "pt": "por_Latn", "ro": "ron_Latn",
-    "ru": "rus_Cyrl", "si": "sin_Sinh", "sk": "slk_Latn", "sl": "slv_Latn",
-    "sq": "als_Latn", "sr": "srp_Cyrl", "sv": "swe_Latn", "sw": "swh_Latn",
-    "ta": "tam_Taml", "te": "tel_Telu", "th": "tha_Thai", "tl": "tgl_Latn",
-    "tr": "tur_Latn", "uk": "ukr_Cyrl", "ur": "urd_Arab", "uz": "uzn_Latn",
-    "vi": "vie_Latn", "yo": "yor_Latn", "zh": "zho_Hans", "zu": "zul_Latn",
-}
-#: Region tags that change the script or variety NLLB should use.
-_REGIONAL: dict[str, str] = {"zh-tw": "zho_Hant", "zh-hk": "zho_Hant", "zh-hant": "zho_Hant"}
+#: ISO 639-1 → NLLB-200 (FLORES-200) code, from the language registry.
+NLLB_CODES: dict[str, str] = family_codes("nllb")
 _NLLB_CODE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 # Sentence ends, for splitting a text longer than the model's input window.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+_SENTENCE_END = re.compile(
+    rf"(?<=[{re.escape(SENTENCE_END_MARKS + UNSPACED_SENTENCE_END_MARKS)}])\s+"
+)
 
 
 def nllb_code(language: str) -> str | None:
     """The NLLB code for an ISO 639-1 code or tag (``en``, ``pt-BR``, ``zh-TW``), or None.
 
-    NLLB codes themselves (``zho_Hant``) are returned unchanged.
+    NLLB codes themselves (``zho_Hant``) are returned unchanged; see
+    :func:`pipeline.languages.nllb_code`.
     """
-    text = language.strip()
-    if _NLLB_CODE.match(text):
-        return text
-    tag = text.lower().replace("_", "-")
-    if tag in _REGIONAL:
-        return _REGIONAL[tag]
-    return NLLB_CODES.get(tag.split("-", 1)[0])
+    try:
+        return registry_nllb_code(language)
+    except UnsupportedLanguageError:
+        return None
 
 
 class NLLBMTEngine(MTEngine):

@@ -25,18 +25,10 @@ from pipeline.errors import (
     EngineUnavailableError,
     UnsupportedLanguageError,
 )
+from pipeline.languages import family_codes, normalize
 from pipeline.text import split_sentences
 
 __all__ = ["EspeakTTSEngine"]
-
-#: Voices for languages whose espeak-ng name is not simply the ISO 639-1 code.
-DEFAULT_VOICES: dict[str, str] = {
-    "en": "en-us",
-    "es": "es",
-    "fr": "fr-fr",
-    "pt": "pt-br",
-    "zh": "cmn",
-}
 
 _INSTALL_HINT = "apt install espeak-ng"
 #: Length of the chunks ``synthesize`` yields, in seconds.
@@ -55,9 +47,10 @@ class EspeakTTSEngine(TTSEngine):
 
     Args:
         voices: Language (ISO 639-1) → espeak-ng voice, added to or replacing the
-            defaults (``en`` → ``en-us``, ``fr`` → ``fr-fr``, ``pt`` → ``pt-br``,
-            ``zh`` → ``cmn``; other languages use the voice named after their code).
-            A voice may carry a variant, as in ``"en-us+f3"``.
+            language registry's voices (``en`` → ``en-us``, ``fr`` → ``fr-fr``,
+            ``pt`` → ``pt-br``, ``zh`` → ``cmn``, ...; a language the registry gives no
+            voice uses the installed voice named after it). A voice may carry a
+            variant, as in ``"en-us+f3"``.
         rate: Speaking rate in words per minute (80-450).
         pitch: Pitch adjustment (0-99, 50 is the voice's own).
         binary: The espeak-ng executable, a name on ``PATH`` or a path.
@@ -81,7 +74,9 @@ class EspeakTTSEngine(TTSEngine):
             raise ConfigError(f"espeak rate must be 80-450 words per minute, not {rate}")
         if not 0 <= pitch <= 99:
             raise ConfigError(f"espeak pitch must be 0-99, not {pitch}")
-        self._configured_voices = {lang.lower(): voice for lang, voice in (voices or {}).items()}
+        self._configured_voices = {
+            normalize(lang, strict=False): voice for lang, voice in (voices or {}).items()
+        }
         self._rate = rate
         self._pitch = pitch
         self._binary = binary
@@ -174,7 +169,7 @@ class EspeakTTSEngine(TTSEngine):
 
         Args:
             text: Text to speak; blank text yields nothing.
-            language: ISO 639-1 code (a region suffix such as ``"en-GB"`` is ignored).
+            language: ISO 639-1 code or tag (a region such as ``"en-GB"`` is ignored).
             voice: Ignored: espeak-ng cannot clone voices.
 
         Returns:
@@ -185,8 +180,7 @@ class EspeakTTSEngine(TTSEngine):
             EngineError: (from the iterator) espeak-ng failed or wrote unreadable audio.
         """
         self.load()
-        code = language.lower()
-        espeak_voice = self._voices.get(code) or self._voices.get(code.split("-")[0])
+        espeak_voice = self._voices.get(normalize(language, strict=False))
         if espeak_voice is None:
             raise UnsupportedLanguageError(f"espeak-ng has no voice for language {language!r}")
         return self._speak(split_sentences(text), espeak_voice)
@@ -355,15 +349,17 @@ def _parse_voice_list(listing: str) -> dict[str, str]:
 
 
 def _choose_voices(installed: dict[str, str], configured: dict[str, str]) -> dict[str, str]:
-    """Language code → voice: configured, else default, else named after the code."""
+    """Language code → voice: configured, else the registry's, else named after the code."""
     chosen: dict[str, str] = {}
-    languages = sorted(set(installed.values()))
-    for language in languages:
-        code = language.split("-")[0]
-        if len(code) == 2 and code not in chosen:
+    for language in sorted(set(installed.values())):
+        try:
+            code = normalize(language)
+        except UnsupportedLanguageError:
+            continue  # constructed and historical languages: Lojban, Quenya, ...
+        if code not in chosen:
             # Prefer the voice named exactly for the code ("de"), else the first variant.
             chosen[code] = code if code in installed else language
-    for code, espeak_voice in DEFAULT_VOICES.items():
+    for code, espeak_voice in family_codes("espeak").items():
         if espeak_voice in installed:
             chosen[code] = espeak_voice
     for code, espeak_voice in configured.items():

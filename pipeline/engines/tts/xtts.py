@@ -41,6 +41,7 @@ from pipeline.errors import (
     EngineUnavailableError,
     UnsupportedLanguageError,
 )
+from pipeline.languages import normalize
 from pipeline.models import resolve_model
 from pipeline.text import split_sentences
 from voices.profile import VoiceLatents, VoiceProfile
@@ -86,7 +87,8 @@ def _import_xtts() -> tuple[Any, Any, Any]:
 
 
 def _language_code(language: str) -> str:
-    return re.split(r"[-_]", language.strip().lower(), maxsplit=1)[0]
+    """ISO 639-1 for a tag or an XTTS code ("zh-cn" → "zh"); unknown codes kept as they are."""
+    return normalize(language, strict=False)
 
 
 def _fit(sentence: str, limit: int) -> list[str]:
