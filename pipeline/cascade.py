@@ -7,7 +7,7 @@ rooms, Discord channels and phone calls alike: one code path for all of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -15,6 +15,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
 from pipeline.errors import UnsupportedLanguageError
+from pipeline.languages import LanguageSupport, display_name
 from pipeline.processors.asr import ASRProcessor
 from pipeline.processors.audio_input import AudioInputProcessor
 from pipeline.processors.denoise import DenoiseProcessor
@@ -37,6 +38,14 @@ class Engines:
     asr: ASREngine
     mt: MTEngine
     tts: TTSEngine
+    _support: LanguageSupport | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def languages(self) -> LanguageSupport:
+        """What these engines can recognise, translate and speak (worked out once)."""
+        if self._support is None:
+            self._support = LanguageSupport.from_engines(self.asr, self.mt, self.tts)
+        return self._support
 
     def all(self) -> list[Engine]:
         """Every engine, in pipeline order."""
@@ -48,11 +57,12 @@ class Engines:
         Raises:
             UnsupportedLanguageError: the first route that ASR, MT or TTS cannot serve.
         """
+        support = self.languages
         for lang in speakers:
-            if lang not in self.asr.languages:
+            if not support.can_recognise(lang):
                 raise UnsupportedLanguageError(
-                    f"asr engine '{self.asr.name}' does not recognise '{lang}' "
-                    f"(it knows: {', '.join(sorted(self.asr.languages))})"
+                    f"asr engine '{self.asr.name}' does not recognise {display_name(lang)} ('{lang}') "
+                    f"(it knows: {', '.join(sorted(support.recognise))})"
                 )
             for target in listeners:
                 if target == lang:
@@ -63,10 +73,10 @@ class Engines:
                         f"(it can: {_some_pairs(self.mt.pairs(), lang)})"
                     )
         for target in listeners:
-            if target not in self.tts.languages:
+            if not support.can_speak(target):
                 raise UnsupportedLanguageError(
-                    f"tts engine '{self.tts.name}' cannot speak '{target}' "
-                    f"(it speaks: {', '.join(sorted(self.tts.languages))})"
+                    f"tts engine '{self.tts.name}' cannot speak {display_name(target)} ('{target}') "
+                    f"(it speaks: {', '.join(sorted(support.speak))})"
                 )
 
     def close(self) -> None:

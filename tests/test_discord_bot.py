@@ -375,9 +375,9 @@ async def test_language_is_checked_against_the_recogniser_stored_and_applied_liv
     await run_command(bot, ADMIN, "join", permissions=MANAGE)
     replies = await run_command(bot, BOB, "language", options=[option("code", "de")])
     text, ephemeral = replies.last
-    assert ephemeral and "`de`" in text and "en, es" in text
+    assert ephemeral and "German (Deutsch)" in text and "English, Spanish (español)" in text
     replies = await run_command(bot, BOB, "language", options=[option("code", "ES")])
-    assert replies.last == ("Got it: you speak **es**.", True)
+    assert replies.last == ("Got it: you speak **Spanish (español)**.", True)
     assert bot.guild_store.member_language(GUILD, BOB) == "es"
     assert bot.sessions[GUILD].room.language_of(str(BOB)) == "es"
     replies = await run_command(bot, BOB, "language", options=[option("code", "english")])

@@ -54,9 +54,11 @@ def test_transports_import_no_processor_module():
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert offenders == {}
-    # ...and they do build on the session (all three live transports and file mode).
+    # ...and they build on the session: the room server (WebRTC, and phone callers, who
+    # join its rooms), Discord channels and file mode.
     users = [p for p in [*(ROOT / "transports").rglob("*.py"), ROOT / "pipeline" / "file_mode.py"] if "pipeline.session" in imports_of(p)]
-    assert {p.parent.name for p in users} >= {"webrtc", "discord", "telephony", "pipeline"}
+    assert {p.parent.name for p in users} >= {"webrtc", "discord", "pipeline"}
+    assert "transports.webrtc.transport" in imports_of(ROOT / "transports" / "telephony" / "twilio.py")
 
 
 async def started(session: InterpretationSession) -> FileTransport:

@@ -54,7 +54,10 @@ async def test_health_languages_and_metrics(server, http):
     async with http.get(f"{server.url}/api/languages") as resp:
         info = await resp.json()
     # fake engines: ASR en/es; MT targets es/en/fr, all spoken by the beep TTS
-    assert info == {"speaks": ["en", "es"], "hears": ["en", "es", "fr"], "token_required": False}
+    assert info == {
+        "speaks": ["en", "es"], "hears": ["en", "es", "fr"], "token_required": False,
+        "names": {"en": "English", "es": "Spanish", "fr": "French"},
+    }
     async with http.get(f"{server.url}/metrics") as resp:
         text = await resp.text()
     assert resp.status == 200 and "polyvox_rooms 0" in text and "polyvox_participants 0" in text
@@ -76,7 +79,7 @@ async def test_a_join_answers_with_sdp_and_the_room_lists_the_participant(server
         listing = await resp.json()
     assert listing == {
         "room": "lobby",
-        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True}],
+        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True, "via": "webrtc"}],
         "languages": ["en", "es"],
     }
     leave_url = f"{server.url}/api/rooms/lobby/participants/{answer['participant_id']}"

@@ -17,24 +17,25 @@ from loguru import logger
 
 from bot.discord_bot import CommandUserError, reply, room_manager_only
 from pipeline.errors import UnsupportedLanguageError
+from pipeline.languages import display_name, normalize
 
 if TYPE_CHECKING:
     from bot.discord_bot import PolyvoxBot
 
 __all__ = ["RoomsCog", "cloning_notice", "parse_languages", "setup"]
 
-_CODE = re.compile(r"^[a-z]{2,3}$")
-
-
 def parse_languages(text: str) -> list[str]:
     """``"en es, fr"`` → ``["en", "es", "fr"]``; raises :class:`CommandUserError` on a bad code."""
     codes = [c for c in re.split(r"[\s,;]+", text.strip().lower()) if c]
     if not codes:
         raise CommandUserError("Give at least one language code, e.g. `/room languages en es`.")
+    normalized = []
     for code in codes:
-        if not _CODE.match(code):
-            raise CommandUserError(f"`{code}` is not a language code: use ISO 639-1 codes like `en` or `es`.")
-    return list(dict.fromkeys(codes))
+        try:
+            normalized.append(normalize(code))
+        except UnsupportedLanguageError:
+            raise CommandUserError(f"`{code}` is not a language code: use ISO 639-1 codes like `en` or `es`.") from None
+    return list(dict.fromkeys(normalized))
 
 
 def cloning_notice(languages: list[str], *, clones: bool = True) -> str:
@@ -55,7 +56,7 @@ def cloning_notice(languages: list[str], *, clones: bool = True) -> str:
     else:
         voices = "Interpretations are spoken in a neutral synthetic voice: no voice is cloned or stored.\n"
     return (
-        f"Interpreting this channel between **{' · '.join(languages)}**: each sentence is spoken "
+        f"Interpreting this channel between **{' · '.join(display_name(code) for code in languages)}**: each sentence is spoken "
         "again in the other language(s).\n" + voices + "Tell me the language you speak with `/language`."
     )
 
@@ -133,17 +134,18 @@ class RoomsCog(commands.Cog, name="Rooms"):
     @app_commands.guild_only()
     async def language(self, interaction: discord.Interaction, code: str) -> None:
         (code,) = parse_languages(code)[:1]
-        known = self.bot.engines.asr.languages
+        known = self.bot.engines.languages.recognise
         if code not in known:
             raise CommandUserError(
-                f"I cannot recognise `{code}` speech. Languages I understand: {', '.join(sorted(known))}."
+                f"I cannot recognise {display_name(code)} speech. Languages I understand: "
+                f"{', '.join(display_name(c) for c in sorted(known))}."
             )
         guild_id = interaction.guild_id or 0
         self.bot.guild_store.set_member_language(guild_id, interaction.user.id, code)
         session = self.bot.sessions.get(guild_id)
         if session is not None:
             session.room.join(str(interaction.user.id), language=code)
-        await reply(interaction, f"Got it: you speak **{code}**.", ephemeral=True)
+        await reply(interaction, f"Got it: you speak **{display_name(code)}**.", ephemeral=True)
 
     # -- /room languages ----------------------------------------------------------
 
@@ -154,7 +156,7 @@ class RoomsCog(commands.Cog, name="Rooms"):
         languages = parse_languages(codes)
         engines = self.bot.engines
         try:
-            speakers = [lang for lang in languages if lang in engines.asr.languages]
+            speakers = [lang for lang in languages if engines.languages.can_recognise(lang)]
             engines.check_languages(speakers, languages)
         except UnsupportedLanguageError as exc:
             raise CommandUserError(f"This server cannot interpret {' · '.join(languages)}: {exc}.") from exc

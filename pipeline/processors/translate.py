@@ -17,6 +17,7 @@ from pipeline.frames import (
     UtteranceTranscriptionFrame,
     UtteranceTranslationFrame,
 )
+from pipeline.languages import finish_translation
 from pipeline.processors.asr import as_language
 from pipeline.processors.lanes import UserLaneProcessor
 from pipeline.room import Room
@@ -64,6 +65,8 @@ class TranslationProcessor(UserLaneProcessor):
                 continue
             finally:
                 utterance.add_compute("mt", time.monotonic() - started)
+            # The target language's own conventions (Spanish ¿…?), whatever the engine.
+            translation = finish_translation(translation, target)
             translations[target] = translation
             logger.info(f"[{utterance.user_id} {utterance.language}→{target}] {translation}")
             await self.push_frame(

@@ -42,6 +42,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from loguru import logger
 
 from pipeline.errors import ConfigError
+from pipeline.languages import normalize
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
 from transports.webrtc.ice import set_host_addresses
@@ -190,13 +191,11 @@ class RoomServer:
 
     def speakable(self) -> list[str]:
         """Languages a participant may speak (the ASR engine's)."""
-        return sorted(self.engines.asr.languages)
+        return sorted(self.engines.languages.recognise)
 
     def hearable(self) -> list[str]:
         """Languages a participant may listen in: spoken ones, and MT targets TTS can speak."""
-        tts = set(self.engines.tts.languages)
-        targets = {t for _, t in self.engines.mt.pairs() if t in tts}
-        return sorted(targets | set(self.speakable()))
+        return self.engines.languages.hearable()
 
     # -- rooms --------------------------------------------------------------------
 
@@ -292,7 +291,12 @@ class RoomServer:
 
     async def _languages(self, _request: web.Request) -> web.Response:
         return web.json_response(
-            {"speaks": self.speakable(), "hears": self.hearable(), "token_required": self.require_token}
+            {
+                "speaks": self.speakable(),
+                "hears": self.hearable(),
+                "names": {entry["code"]: entry["name"] for entry in self.engines.languages.describe()},
+                "token_required": self.require_token,
+            }
         )
 
     def _check_origin(self, request: web.Request) -> None:
@@ -392,11 +396,11 @@ class RoomServer:
         Raises:
             ApiError: 400 naming the field that is wrong.
         """
-        speaks = speaks or self.default_language
-        if not isinstance(speaks, str) or speaks not in self.speakable():
+        speaks = _language(speaks or self.default_language)
+        if speaks not in self.speakable():
             raise ApiError(400, f"cannot recognise speech in {speaks!r} (choose from: {', '.join(self.speakable())})")
-        hears = hears or speaks
-        if not isinstance(hears, str) or hears not in self.hearable():
+        hears = _language(hears or speaks)
+        if hears not in self.hearable():
             raise ApiError(400, f"cannot interpret into {hears!r} (choose from: {', '.join(self.hearable())})")
         display = display or "guest"
         if not isinstance(display, str) or len(display) > 64:
@@ -554,6 +558,14 @@ def check_security(host: str, settings: WebRTCSettings, secret: str | None) -> b
     if required and not secret:
         raise ConfigError("webrtc.require_token is on but POLYVOX_ROOM_SECRET is not set")
     return required
+
+
+def _language(tag: Any) -> Any:
+    """A language tag as the registry writes it ("en-US" → "en"); anything else unchanged
+    (the caller's check then names it)."""
+    if not isinstance(tag, str) or len(tag) > 35:
+        return tag
+    return normalize(tag, strict=False)
 
 
 def _bearer(request: web.Request) -> str | None:
