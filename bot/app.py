@@ -15,6 +15,7 @@ from pipeline.engines.base import Engine
 from pipeline.engines.registry import create_engine, engine_class
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
+from pipeline.streaming import StreamingParams
 
 if TYPE_CHECKING:
     from voices.consent import VoiceConsent
@@ -100,8 +101,13 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
             first_profile_s=settings.voices.first_profile_s,
             max_speech_s=max(settings.voices.max_capture_s, settings.voices.first_profile_s),
         )
+    live = settings.interpretation
+    streaming = None
+    if live.streaming:
+        streaming = StreamingParams(**live.model_dump(exclude={"streaming"}))
     return InterpretationParams(
         segmenter=segmenter_params(settings),
+        streaming=streaming,
         listener_languages=list(settings.languages.listeners),
         default_language=settings.languages.speaker,
         max_pending=settings.pipeline.max_pending_utterances,

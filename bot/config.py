@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENGINE_KINDS",
     "EngineSettings",
+    "InterpretationSettings",
     "LanguageSettings",
     "PipelineSettings",
     "ServerSettings",
@@ -105,6 +106,26 @@ class VoicesSettings(_Strict):
     max_capture_s: float = Field(30.0, gt=0.0, le=120.0)
 
 
+class InterpretationSettings(_Strict):
+    """Live interpretation; see ``pipeline.streaming.StreamingParams``.
+
+    ``streaming: false`` (or an ASR engine that cannot stream) interprets each utterance
+    once its speaker paused for ``vad.min_silence_ms``.
+    """
+
+    streaming: bool = True
+    mode: Literal["simultaneous", "consecutive"] = "simultaneous"
+    speculate: bool = True
+    speculate_after_ms: int = Field(96, ge=0, le=2000)
+    hangover_sentence_ms: int = Field(250, ge=0, le=5000)
+    hangover_ms: int = Field(400, ge=0, le=5000)
+    partial_interval_ms: int = Field(300, ge=0, le=10000)
+    stable_partials: int = Field(2, ge=1, le=10)
+    commit_min_words: int = Field(4, ge=1, le=100)
+    commit_gap_ms: int = Field(150, ge=0, le=5000)
+    commit_max_wait_s: float = Field(2.5, gt=0.0, le=60.0)
+
+
 class ServerSettings(_Strict):
     """Where ``polyvox serve`` listens."""
 
@@ -132,6 +153,7 @@ class Settings(_Strict):
     vad: VADSettings = VADSettings()
     languages: LanguageSettings = LanguageSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    interpretation: InterpretationSettings = InterpretationSettings()
     server: ServerSettings = ServerSettings()
     discord: DiscordSettings = DiscordSettings()
     webrtc: WebRTCSettings = WebRTCSettings()
@@ -142,7 +164,7 @@ class Settings(_Strict):
         return getattr(self, kind)
 
 
-_SECTIONS = ("vad", "languages", "pipeline", "server", "webrtc", "discord", "voices")
+_SECTIONS = ("vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices")
 _TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 

@@ -16,15 +16,19 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
 from pipeline.errors import UnsupportedLanguageError
 from pipeline.languages import LanguageSupport, display_name
+from pipeline.latency import SessionStats
 from pipeline.processors.asr import ASRProcessor
 from pipeline.processors.audio_input import AudioInputProcessor
 from pipeline.processors.denoise import DenoiseProcessor
 from pipeline.processors.results import InterpretationResultProcessor
+from pipeline.processors.speculation import SpeculationGateProcessor
+from pipeline.processors.streaming_asr import StreamingASRProcessor
 from pipeline.processors.translate import TranslationProcessor
 from pipeline.processors.tts import TTSProcessor
 from pipeline.processors.vad import VADSegmenterProcessor
 from pipeline.room import Room
 from pipeline.segmenter import SegmenterParams
+from pipeline.streaming import StreamingParams
 
 __all__ = ["Engines", "build_cascade"]
 
@@ -109,6 +113,8 @@ def build_cascade(
     voice_capture: bool = True,
     consent: Any | None = None,
     voice_params: Any | None = None,
+    streaming: StreamingParams | None = None,
+    stats: SessionStats | None = None,
 ) -> list[FrameProcessor]:
     """The processors of one room, input audio → interpretation audio, in order.
 
@@ -123,15 +129,28 @@ def build_cascade(
             engine clones voices (``voices.VoiceCaptureProcessor`` after ASR).
         consent: The voice consent policy (``voices.consent.VoiceConsent``).
         voice_params: ``voices.capture.VoiceCaptureParams``.
+        streaming: Live interpretation policy; used when the ASR engine streams
+            (``supports_streaming``): recognition while people speak, speculative
+            endpointing, simultaneous mode. ``None``: whole utterances only.
+        stats: Where the streaming stage counts speculations and captions.
 
     The last processor, :class:`InterpretationResultProcessor`, sends one
     ``InterpretationResultFrame`` per finished utterance.
     """
+    stream = streaming is not None and engines.asr.supports_streaming
+    segmenter = segmenter or SegmenterParams()
+    asr: FrameProcessor
+    if stream:
+        asr = StreamingASRProcessor(
+            engines.asr, room, streaming, longest_hangover_ms=segmenter.min_silence_ms, stats=stats, warn_slow=warn_slow
+        )
+    else:
+        asr = ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending)
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
         DenoiseProcessor(engines.denoise),
-        VADSegmenterProcessor(engines.vad, room, segmenter),
-        ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending),
+        VADSegmenterProcessor(engines.vad, room, segmenter, streaming=stream),
+        asr,
     ]
     if voice_capture and engines.tts.clones_voices:
         from voices.capture_processor import VoiceCaptureProcessor
@@ -142,6 +161,8 @@ def build_cascade(
     processors += [
         TranslationProcessor(engines.mt, room, max_pending=max_pending),
         TTSProcessor(engines.tts, room, max_pending=max_pending),
-        InterpretationResultProcessor(),
     ]
+    if stream:
+        processors.append(SpeculationGateProcessor())
+    processors.append(InterpretationResultProcessor())
     return processors

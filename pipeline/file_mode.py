@@ -39,7 +39,7 @@ from pipeline.frames import (
     UtteranceTranscriptionFrame,
     UtteranceTranslationFrame,
 )
-from pipeline.latency import LatencyStats
+from pipeline.latency import LatencyStats, SessionStats
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, InterpretationSession
 
@@ -83,6 +83,8 @@ class FileTranslation:
         errors: Error messages the pipeline reported.
         wall_seconds: How long the run took.
         input_seconds: Length of the longest track.
+        started_at: ``time.monotonic()`` when the first audio was fed.
+        stats: Speculations, clause commits and partial captions of the session.
     """
 
     utterances: list[InterpretationResult] = field(default_factory=list)
@@ -93,6 +95,8 @@ class FileTranslation:
     errors: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     input_seconds: float = 0.0
+    started_at: float = 0.0
+    stats: SessionStats = field(default_factory=SessionStats)
 
     def latency(self) -> LatencyStats:
         """Per-stage latency statistics over the utterances."""
@@ -277,6 +281,8 @@ async def run_cascade_on_tracks(
         errors=list(session.errors),
         wall_seconds=time.monotonic() - started,
         input_seconds=total_frames * FRAME_MS / 1000,
+        started_at=begin,
+        stats=session.stats,
     )
 
 
@@ -333,6 +339,7 @@ def write_outputs(
         ],
         "captions": result.captions,
         "latency": result.latency().as_dict(),
+        "live": result.stats.as_dict(),
         "wall_seconds": round(result.wall_seconds, 3),
         "input_seconds": round(result.input_seconds, 3),
     }

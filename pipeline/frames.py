@@ -35,12 +35,16 @@ __all__ = [
     "UtteranceTranscriptionFrame",
     "UtteranceTranslationFrame",
     "VoiceConsentFrame",
+    "SpeechActivityFrame",
+    "SpeculationAbortedFrame",
+    "UtteranceCommittedFrame",
 ]
 
 _ids = itertools.count(1)
 
-#: The wall-clock marks an utterance collects, in pipeline order.
-STAGE_MARKS = ("speech_end", "asr_done", "mt_done", "first_tts_audio", "tts_done", "first_audio_out")
+#: The wall-clock marks an utterance collects, in pipeline order. ``released`` is when a
+#: speculative interpretation was confirmed (its audio could be heard from then on).
+STAGE_MARKS = ("speech_end", "asr_done", "mt_done", "first_tts_audio", "released", "tts_done", "first_audio_out")
 
 
 @dataclass
@@ -53,11 +57,18 @@ class Utterance:
         start: Start of speech in the participant's audio, seconds from their first sample.
         end: End of speech (before the hang-over silence), same clock.
         id: Process-unique, increasing in order of creation.
-        split: True when the utterance was cut at the maximum length, not at a pause.
+        split: True when the utterance was cut at the maximum length, or committed while
+            its speaker went on talking (simultaneous mode), not at a pause.
         marks: Wall-clock times (``time.monotonic()``) each stage finished, by name:
             see ``STAGE_MARKS``.
         compute: Seconds of engine compute per stage (``asr``, ``mt``, ``tts``), so the
             pipeline's own overhead can be told apart from model time.
+
+    A *speculative* utterance (``speculative=True``) is an attempt, number ``attempt``,
+    at finishing the utterance ``id`` at a pause: its interpretation is prepared while
+    the hang-over runs, held back, and released (``UtteranceCommittedFrame``) or thrown
+    away (``SpeculationAbortedFrame``, the speaker went on). Readers see only released
+    attempts, under the utterance's ``id``.
 
     The record carries identity and timing only: what was said and its translations
     travel in frames (``UtteranceTranscriptionFrame``, ``CaptionFrame``,
@@ -70,6 +81,8 @@ class Utterance:
     end: float
     id: int = field(default_factory=lambda: next(_ids))
     split: bool = False
+    speculative: bool = False
+    attempt: int = 0
     marks: dict[str, float] = field(default_factory=dict)
     compute: dict[str, float] = field(default_factory=dict)
 
@@ -90,31 +103,61 @@ class Utterance:
         """Per-stage latency in seconds, each from the previous mark that exists.
 
         Keys: ``asr`` (speech end → transcript), ``mt`` (→ translations), ``tts_first``
-        (→ first synthesized audio), ``end_to_first_audio`` (speech end → first audio,
-        the figure a listener feels).
+        (→ first synthesized audio), ``end_to_first_audio`` (speech end → first audio
+        that may be heard: synthesized, and released if it was speculative; the figure a
+        listener feels), ``first_audio_out`` (speech end → first audio a transport sent),
+        ``ear_voice_span`` (the first word spoken → its interpretation audible, where the
+        recogniser gave word timings). Speech end is the end of the last voiced audio,
+        not when the hang-over passed.
         """
-        m = self.marks
+        m = dict(self.marks)
+        if "first_tts_audio" in m and "released" in m:
+            m["audible"] = max(m["first_tts_audio"], m["released"])
+        elif "first_tts_audio" in m and not self.speculative:
+            m["audible"] = m["first_tts_audio"]
         out: dict[str, float] = {}
         pairs = (
             ("asr", "speech_end", "asr_done"),
             ("mt", "asr_done", "mt_done"),
             ("tts_first", "mt_done", "first_tts_audio"),
-            ("end_to_first_audio", "speech_end", "first_tts_audio"),
+            ("end_to_first_audio", "speech_end", "audible"),
+            ("first_audio_out", "speech_end", "first_audio_out"),
+            ("ear_voice_span", "speech_start", "audible"),
         )
         for name, a, b in pairs:
             if a in m and b in m:
                 out[name] = m[b] - m[a]
         return out
 
+    def attempt_at(self, end: float) -> Utterance:
+        """A speculative attempt at finishing this utterance with speech ending at ``end``."""
+        self.attempt += 1
+        return Utterance(
+            user_id=self.user_id,
+            language=self.language,
+            start=self.start,
+            end=end,
+            id=self.id,
+            split=self.split,
+            speculative=True,
+            attempt=self.attempt,
+        )
+
 
 
 @dataclass
 class UtteranceAudioFrame(DataFrame):
-    """The speech of one utterance, 16 kHz mono int16, cut by the VAD stage."""
+    """The speech of one utterance, 16 kHz mono int16, cut by the VAD stage.
+
+    ``interpreted`` is false when a streaming recogniser interprets this speech under
+    utterances of its own (committed segments): the frame then serves voice capture only,
+    and nobody should wait for an interpretation of this utterance.
+    """
 
     utterance: Utterance
     audio: bytes
     sample_rate: int
+    interpreted: bool = True
 
     @property
     def user_id(self) -> str:
@@ -286,3 +329,56 @@ class VoiceConsentFrame(SystemFrame):
     user_id: str
     allowed: bool
     forget: bool = False
+
+
+@dataclass
+class SpeechActivityFrame(DataFrame):
+    """One step of a participant's speech, for recognisers that stream (see
+    ``pipeline.segmenter.SpeechEvent``): ``start``, ``audio``, ``pause``, ``resume``,
+    ``end``, ``split``.
+
+    Attributes:
+        user_id: The participant.
+        kind: The event.
+        at: Stream seconds the event refers to (speech start, speech end at a pause...).
+        position: Stream seconds of all of the participant's audio scored so far.
+        wall: ``time.monotonic()`` when the audio up to ``position`` had arrived, so a
+            stream time maps to the moment it was spoken: ``wall - (position - t)``.
+        audio: 16 kHz mono int16 samples (``start`` and ``audio`` events).
+        utterance: For ``end``/``split``: the utterance the segmenter cut (the same one
+            its ``UtteranceAudioFrame`` carries).
+    """
+
+    user_id: str
+    kind: str
+    at: float
+    position: float
+    wall: float
+    audio: bytes = b""
+    utterance: Utterance | None = None
+
+    def spoken_at(self, t: float) -> float:
+        """The wall-clock moment stream time ``t`` was spoken."""
+        return self.wall - (self.position - t)
+
+
+@dataclass
+class SpeculationAbortedFrame(SystemFrame):
+    """The speaker went on: a speculative attempt is void; everything it produced is dropped."""
+
+    utterance: Utterance
+
+    @property
+    def user_id(self) -> str:
+        return self.utterance.user_id
+
+
+@dataclass
+class UtteranceCommittedFrame(SystemFrame):
+    """The hang-over confirmed a speculative attempt: its interpretation may be heard."""
+
+    utterance: Utterance
+
+    @property
+    def user_id(self) -> str:
+        return self.utterance.user_id

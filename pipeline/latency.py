@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from pipeline.frames import Utterance
 
-__all__ = ["LatencyStats", "percentile"]
+__all__ = ["LatencyStats", "SessionStats", "percentile"]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -38,10 +39,11 @@ class LatencyStats:
                 stats.add(name, value)
             for stage, value in u.compute.items():
                 stats.add(f"compute_{stage}", value)
-            lat = u.latencies()
-            if "end_to_first_audio" in lat:
+            marks = u.marks
+            if "speech_end" in marks and "first_tts_audio" in marks:
+                # Until the audio existed (a speculative one may then wait for the hang-over).
                 engine = sum(u.compute.get(k, 0.0) for k in ("asr", "mt", "tts_first"))
-                stats.add("overhead", lat["end_to_first_audio"] - engine)
+                stats.add("overhead", marks["first_tts_audio"] - marks["speech_end"] - engine)
         return stats
 
     def add(self, name: str, value: float) -> None:
@@ -62,3 +64,39 @@ class LatencyStats:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+@dataclass
+class SessionStats:
+    """Counters of live interpretation in one session (streaming recognition).
+
+    Attributes:
+        speculations: Interpretations prepared at a pause, before the hang-over passed.
+        speculations_committed: Of those, confirmed by the hang-over and released.
+        speculations_wasted: Thrown away because the speaker went on.
+        clause_commits: Segments committed while their speaker kept talking.
+        partial_captions: Partial captions sent.
+        partial_delays: Seconds from a word being spoken to its first partial caption.
+    """
+
+    speculations: int = 0
+    speculations_committed: int = 0
+    speculations_wasted: int = 0
+    clause_commits: int = 0
+    partial_captions: int = 0
+    partial_delays: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counters, with the caption delay's p50/p95."""
+        return {
+            "speculations": self.speculations,
+            "speculations_committed": self.speculations_committed,
+            "speculations_wasted": self.speculations_wasted,
+            "clause_commits": self.clause_commits,
+            "partial_captions": self.partial_captions,
+            "partial_caption_delay": {
+                "n": len(self.partial_delays),
+                "p50": _round(percentile(self.partial_delays, 50)),
+                "p95": _round(percentile(self.partial_delays, 95)),
+            },
+        }

@@ -13,6 +13,14 @@ least speech-like window of its last ~2 s (usually a breath), that part is emitt
 join without overlap or gap (no postroll after a cut, no preroll before a continuation),
 so the ASR never hears a word twice.
 
+For streaming recognition, :meth:`UtteranceSegmenter.push_events` reports the same
+decisions as they happen (:class:`SpeechEvent`): speech ``start`` (with the preroll),
+the ``audio`` of every window while an utterance is under way (hang-over included),
+``pause`` at the first window below ``neg_threshold`` after speech (where the speech
+ended, if the hang-over confirms it), ``resume`` when speech comes back within the
+hang-over, and ``end``/``split`` with the finished :class:`Segment`. A recogniser fed
+this way can finalise at the pause, long before the hang-over has passed.
+
 The segmenter is frame-free and synchronous; ``push`` runs the VAD model, so processors
 call it off the event loop. Memory stays bounded: while silent only the preroll is kept,
 and an utterance holds at most ``max_utterance_s`` plus pre/postroll and hang-over.
@@ -27,7 +35,7 @@ import numpy as np
 
 from pipeline.engines.base import VADStream
 
-__all__ = ["Segment", "SegmenterParams", "UtteranceSegmenter"]
+__all__ = ["Segment", "SegmenterParams", "SpeechEvent", "UtteranceSegmenter"]
 
 #: How far back from the maximum length a split looks for a pause, in seconds.
 _SPLIT_SEARCH_S = 2.0
@@ -128,6 +136,30 @@ class Segment:
         return self.end - self.start
 
 
+@dataclass
+class SpeechEvent:
+    """One step of one participant's speech, as the segmenter decides it.
+
+    Attributes:
+        kind: ``start`` (speech began at ``at``; ``audio`` holds the preroll and the first
+            window), ``audio`` (more audio of the utterance under way, hang-over
+            included), ``pause`` (speech stopped at ``at``: its last speech window ended
+            there), ``resume`` (speech came back at ``at`` within the hang-over), ``end``
+            (the hang-over passed: ``segment`` is the utterance) or ``split`` (cut at the
+            maximum length: ``segment`` is the part emitted; speech goes on).
+        at: Stream seconds the event refers to (see ``kind``).
+        position: Stream seconds of all audio scored when the event was decided.
+        audio: Samples for ``start`` and ``audio`` events; empty otherwise.
+        segment: The finished utterance of ``end`` and ``split`` events.
+    """
+
+    kind: str
+    at: float
+    position: float
+    audio: np.ndarray | None = None
+    segment: Segment | None = None
+
+
 class UtteranceSegmenter:
     """Cuts one participant's audio into utterances using their VAD stream.
 
@@ -173,6 +205,9 @@ class UtteranceSegmenter:
         self._buf_start = 0
         # Where the next preroll may reach back to: not into audio already emitted.
         self._floor = 0
+        # Events of the current push, when the caller asked for them.
+        self._events: list[SpeechEvent] | None = None
+        self._paused = False
         self._reset_utterance()
 
     @property
@@ -213,6 +248,36 @@ class UtteranceSegmenter:
         self._pending = data[whole:].copy()
         return segments
 
+    def push_events(self, pcm: np.ndarray) -> list[SpeechEvent]:
+        """Add audio; return what happened, in order (see :class:`SpeechEvent`).
+
+        Consecutive ``audio`` events of one call are merged into one.
+
+        Raises:
+            ValueError: ``pcm`` is not 1-D int16.
+        """
+        self._events = []
+        try:
+            self.push(pcm)
+            return _merge_audio(self._events)
+        finally:
+            self._events = None
+
+    def flush_events(self) -> list[SpeechEvent]:
+        """:meth:`flush`, reported as events (an ``end`` for the utterance under way)."""
+        self._events = []
+        try:
+            self.flush()
+            return self._events
+        finally:
+            self._events = None
+
+    def _event(self, kind: str, at: int, *, audio: np.ndarray | None = None, segment: Segment | None = None) -> None:
+        if self._events is not None:
+            self._events.append(
+                SpeechEvent(kind, at / self._rate, self._consumed / self._rate, audio=audio, segment=segment)
+            )
+
     def flush(self) -> list[Segment]:
         """End of stream: emit the utterance under way if long enough, then start afresh.
 
@@ -226,9 +291,11 @@ class UtteranceSegmenter:
             self._pending = np.zeros(0, dtype=np.int16)
         segments: list[Segment] = []
         if self._start is not None:
+            speech_end = self._speech_end
             segment = self._end_utterance()
             if segment is not None:
                 segments.append(segment)
+            self._event("end", speech_end, segment=segment)
         self._chunks, self._buf_len, self._buf_start = [], 0, self._consumed
         self._floor = self._consumed
         self._reset_utterance()
@@ -241,6 +308,7 @@ class UtteranceSegmenter:
         self._start: int | None = None  # stream position of speech start
         self._speech_end = 0  # end of the last window at or above neg_threshold
         self._continuation = False  # this utterance carries on from a split
+        self._paused = False  # a pause was reported and speech has not resumed
         self._starts: list[int] = []  # window start positions since _start
         self._probs: list[float] = []  # and their probabilities
 
@@ -280,6 +348,9 @@ class UtteranceSegmenter:
                 self._start = win_start
                 self._speech_end = win_end
                 self._starts, self._probs = [win_start], [probability]
+                if self._events is not None:
+                    begin = max(win_start - self._preroll, self._floor)
+                    self._event("start", win_start, audio=self._audio(begin, win_end))
             else:
                 # Silent: keep only the preroll; trim in batches of windows, not every call.
                 keep_from = max(win_end - self._preroll, self._floor)
@@ -289,13 +360,26 @@ class UtteranceSegmenter:
 
         self._starts.append(win_start)
         self._probs.append(probability)
+        if self._events is not None:
+            self._event("audio", win_start, audio=window.copy())
         if probability >= self._neg_threshold:
+            if self._paused:
+                self._paused = False
+                self._event("resume", win_start)
             self._speech_end = win_end
-        elif win_end - self._speech_end >= self._min_silence:
-            segment = self._end_utterance()
-            return [segment] if segment is not None else []
+        else:
+            if not self._paused:
+                self._paused = True
+                self._event("pause", self._speech_end)
+            if win_end - self._speech_end >= self._min_silence:
+                speech_end = self._speech_end
+                segment = self._end_utterance()
+                self._event("end", speech_end, segment=segment)
+                return [segment] if segment is not None else []
         if win_end - self._start >= self._max_len:
-            return [self._split()]
+            segment = self._split()
+            self._event("split", int(segment.end * self._rate), segment=segment)
+            return [segment]
         return []
 
     def _end_utterance(self) -> Segment | None:
@@ -355,3 +439,17 @@ class UtteranceSegmenter:
         self._floor = cut
         self._drop_before(cut)
         return segment
+
+
+def _merge_audio(events: list[SpeechEvent]) -> list[SpeechEvent]:
+    """Consecutive ``audio`` events as one (fewer frames, same samples)."""
+    merged: list[SpeechEvent] = []
+    for event in events:
+        last = merged[-1] if merged else None
+        if event.kind == "audio" and last is not None and last.kind == "audio":
+            assert last.audio is not None and event.audio is not None
+            last.audio = np.concatenate((last.audio, event.audio))
+            last.position = event.position
+        else:
+            merged.append(event)
+    return merged

@@ -38,9 +38,11 @@ from pipecat.workers.runner import WorkerRunner
 from pipeline.cascade import Engines, build_cascade
 from pipeline.errors import PolyvoxError
 from pipeline.frames import VoiceConsentFrame
+from pipeline.latency import SessionStats
 from pipeline.participants import ParticipantState
 from pipeline.room import Participant, Room
 from pipeline.segmenter import SegmenterParams
+from pipeline.streaming import StreamingParams
 
 if TYPE_CHECKING:
     from voices.consent import VoiceConsent
@@ -69,6 +71,9 @@ class InterpretationParams:
         voice_capture: Clone each participant from their first utterances when the TTS
             engine clones voices.
         voice_params: ``voices.capture.VoiceCaptureParams``.
+        streaming: Live interpretation (recognition while people speak, speculative
+            endpointing, simultaneous mode) when the ASR engine streams; ``None``: whole
+            utterances after each pause.
         drain_timeout_s: Longest a departing participant's last utterances may take.
         start_timeout_s: Longest the pipeline may take to start.
         stop_timeout_s: Longest an ending pipeline may take before it is cancelled.
@@ -81,6 +86,7 @@ class InterpretationParams:
     warn_slow: bool = True
     voice_capture: bool = True
     voice_params: Any | None = None
+    streaming: StreamingParams | None = field(default_factory=StreamingParams)
     drain_timeout_s: float = 60.0
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 20.0
@@ -120,6 +126,8 @@ class InterpretationSession:
         self.name = name
         self.room = room or Room(self.params.listener_languages, default_language=self.params.default_language)
         self.errors: list[str] = []
+        #: Speculations, clause commits and partial captions of this session.
+        self.stats = SessionStats()
         self._on_error = on_error
         self.processors: list[FrameProcessor] = build_cascade(
             engines,
@@ -130,6 +138,8 @@ class InterpretationSession:
             voice_capture=self.params.voice_capture,
             consent=consent,
             voice_params=self.params.voice_params,
+            streaming=self.params.streaming,
+            stats=self.stats,
         )
         if extra_processors is not None:
             self.processors += extra_processors(self.room)

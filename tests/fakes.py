@@ -16,12 +16,15 @@ from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
 from pipeline.cascade import Engines
 from pipeline.engines.base import (
     ASREngine,
+    ASRStream,
     DenoiseEngine,
     MTEngine,
+    RedecodingASRStream,
     Transcript,
     TTSEngine,
     VADEngine,
     VADStream,
+    Word,
 )
 from pipeline.errors import EngineError, UnsupportedLanguageError
 from voices.profile import VoiceLatents
@@ -93,6 +96,56 @@ class ToneASREngine(ASREngine):
         if freq in self.empty_on:
             return Transcript("", language)
         return Transcript(f"tone {freq}", language, punctuated=False)
+
+
+class ToneWordsASREngine(ASREngine):
+    """A streaming recogniser of tone "words": each burst of tone is one word named by
+    its frequency ("w440"), with its timing. Streams re-decode the growing window
+    (``RedecodingASRStream``), as any engine without native streaming may.
+
+    Args:
+        delay: Seconds each decode takes (a slow speaker's engine).
+        punctuated: Write a "." after a word followed by a long pause (like engines that
+            punctuate) instead of bare words.
+    """
+
+    name = "tone-words"
+    languages = frozenset({"en", "es"})
+    supports_streaming = True
+
+    def __init__(self, delay: float = 0.0, punctuated: bool = False) -> None:
+        self.delay = delay
+        self.punctuated = punctuated
+        self.streams = 0
+
+    def open_stream(self, language: str) -> ASRStream:
+        if language not in self.languages:
+            raise UnsupportedLanguageError(language)
+        self.streams += 1
+        return RedecodingASRStream(self, language, partial_interval_s=0.0, max_partial_load=None)
+
+    def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str) -> Transcript:
+        time.sleep(self.delay)
+        step = sample_rate // 100  # 10 ms
+        loud = [
+            float(np.sqrt(np.mean(pcm[i : i + step].astype(np.float64) ** 2))) > 500
+            for i in range(0, len(pcm) - step + 1, step)
+        ]
+        words: list[Word] = []
+        start = None
+        for index, on in enumerate([*loud, False]):
+            if on and start is None:
+                start = index
+            elif not on and start is not None:
+                if index - start >= 5:  # at least 50 ms of tone
+                    burst = pcm[start * step : index * step]
+                    freq = int(round(dominant_frequency(burst, sample_rate) / 10) * 10)
+                    words.append(Word(f"w{freq}", start * step / sample_rate, index * step / sample_rate))
+                start = None
+        texts = [w.text for w in words]
+        if self.punctuated and words:
+            texts[-1] += "."
+        return Transcript(" ".join(texts), language, punctuated=self.punctuated, words=words)
 
 
 class TagMTEngine(MTEngine):

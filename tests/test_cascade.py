@@ -65,7 +65,7 @@ async def test_a_failing_utterance_is_reported_and_the_rest_go_on(tmp_path):
     assert saved == doc
     assert saved["utterances"][0]["translations"] == {"es": "[es] Tone 660."}
     assert saved["dropped"][0]["stage"] == "asr"
-    assert set(saved["utterances"][0]["latency"]) == {"asr", "mt", "tts_first", "end_to_first_audio"}
+    assert set(saved["utterances"][0]["latency"]) == {"asr", "mt", "tts_first", "end_to_first_audio", "first_audio_out"}
 
 
 async def test_outputs_are_written_in_order_with_offsets(tmp_path):

@@ -26,7 +26,7 @@ from pipeline.frames import CaptionFrame, Utterance
 from pipeline.room import Room
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, InterpretationSession
-from tests.fakes import ToneASREngine, fake_engines, silence, tone
+from tests.fakes import TagMTEngine, ToneASREngine, fake_engines, silence, tone
 from transports.discord.transport import DiscordVoiceTransport, playback_key
 
 PARAMS = SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0)
@@ -250,20 +250,19 @@ async def test_a_dropped_utterance_gives_up_its_place_and_the_next_one_plays():
     assert sink.keys("announce") == [abandoned, finished]
 
 
-async def test_a_language_dropped_from_the_room_mid_utterance_does_not_hold_the_queue():
-    # The place for French is held when the utterance leaves the VAD; the room stops
-    # wanting French before MT runs, so that place is released once MT is done.
-    slow = ToneASREngine(delays={440: 0.5})
+async def test_a_language_that_never_gets_translated_does_not_hold_the_queue():
+    # Places for Spanish and French are held when the utterance leaves the VAD; French never
+    # comes (MT cannot do it), so its place is released once MT is done with the utterance.
     room = Room(["en", "es", "fr"], default_language="en")
     room.join(str(ALICE), language="en")
     sink = RecordingSink()
     transport = DiscordVoiceTransport(sink, room=room)
+    engines = fake_engines(mt=TagMTEngine(pairs=[("en", "es")]))
     alice = np.concatenate([silence(0.1), tone(440, 0.4), silence(0.6)])
-    async with session_running(transport, fake_engines(asr=slow), room):
+    async with session_running(transport, engines, room):
         thread = feed_from_thread(transport, {ALICE: alice})
         await asyncio.to_thread(thread.join)
         await wait_for(lambda: len(sink.keys("announce")) == 2)
-        room.listener_languages = ["en", "es"]
         await wait_for(lambda: transport.output().pending_utterances == 0)
     assert [k[2] for k in sink.keys("finish")] == ["es"]
     assert [k[2] for k in sink.keys("abandon")] == ["fr"]

@@ -11,6 +11,7 @@ threads, off the event loop).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from loguru import logger
@@ -19,7 +20,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.errors import ErrorCategory
 
 from pipeline.errors import PolyvoxError
-from pipeline.frames import Utterance, UtteranceDroppedFrame
+from pipeline.frames import SpeculationAbortedFrame, Utterance, UtteranceDroppedFrame
 
 __all__ = ["UserLaneProcessor"]
 
@@ -54,6 +55,9 @@ class UserLaneProcessor(FrameProcessor):
         self.stage = stage
         self._max_pending = max_pending
         self._lanes: dict[str, _Lane] = {}
+        #: Speculative attempts the speaker made void: their queued frames are skipped.
+        self._aborted: set[tuple[int, int]] = set()
+        self._aborted_order: deque[tuple[int, int]] = deque()
 
     # -- subclass API -------------------------------------------------------------
 
@@ -100,6 +104,9 @@ class UserLaneProcessor(FrameProcessor):
         await super().process_frame(frame, direction)
         if direction is FrameDirection.DOWNSTREAM and isinstance(frame, self.handles):
             await self._enqueue(frame)
+        elif isinstance(frame, SpeculationAbortedFrame):
+            self._abort(frame.utterance)
+            await self.push_frame(frame, direction)
         elif isinstance(frame, EndFrame):
             await self.drain()
             await self.on_end()
@@ -135,6 +142,22 @@ class UserLaneProcessor(FrameProcessor):
         lane.busy += 1
         lane.queue.put_nowait(frame)
 
+    def _abort(self, utterance: Utterance) -> None:
+        key = (utterance.id, utterance.attempt)
+        if key not in self._aborted:
+            self._aborted.add(key)
+            self._aborted_order.append(key)
+            if len(self._aborted_order) > 4096:
+                self._aborted.discard(self._aborted_order.popleft())
+
+    def _is_void(self, frame: Frame) -> bool:
+        utterance = getattr(frame, "utterance", None)
+        return (
+            utterance is not None
+            and getattr(utterance, "speculative", False)
+            and (utterance.id, utterance.attempt) in self._aborted
+        )
+
     async def _run_lane(self, key: str, lane: _Lane) -> None:
         while True:
             first = await lane.queue.get()
@@ -142,7 +165,9 @@ class UserLaneProcessor(FrameProcessor):
             while not lane.queue.empty():
                 batch.append(lane.queue.get_nowait())
             try:
-                await self.handle_many(batch)
+                work = [f for f in batch if not self._is_void(f)] if self._aborted else batch
+                if work:
+                    await self.handle_many(work)
             finally:
                 for _ in batch:
                     lane.queue.task_done()

@@ -88,13 +88,18 @@ class InterpretationResultProcessor(FrameProcessor):
         ):
             return
         entry = self._open.get(utterance.id)
+        if isinstance(frame, CaptionFrame):
+            # Partial captions come before an utterance exists for us (and may never
+            # lead to one); only a final caption of a known utterance matters here.
+            if entry is not None:
+                entry.captioned = entry.captioned or frame.final
+            return
         if entry is None:
             entry = self._open[utterance.id] = _Open(utterance)
             await self._expire()
         if isinstance(frame, UtteranceTranscriptionFrame):
             entry.transcript = frame.text
-        elif isinstance(frame, CaptionFrame):
-            entry.captioned = entry.captioned or frame.final
+            entry.utterance = utterance  # the record the stages stamp (a released attempt)
         elif isinstance(frame, TranslationsDoneFrame):
             entry.translations = dict(frame.translations)
         elif isinstance(frame, InterpretationDoneFrame):

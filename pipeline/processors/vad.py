@@ -1,21 +1,51 @@
-"""VAD stage: each participant's audio cut into utterances."""
+"""VAD stage: each participant's audio cut into utterances (and, for streaming
+recognisers, reported step by step while they speak)."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import time
 from typing import Any
 
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import Frame, UserAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection
 
 from pipeline.engines.base import VADEngine
-from pipeline.frames import Utterance, UtteranceAudioFrame
+from pipeline.frames import SpeechActivityFrame, Utterance, UtteranceAudioFrame
 from pipeline.processors.lanes import UserLaneProcessor
 from pipeline.room import Room
-from pipeline.segmenter import Segment, SegmenterParams, UtteranceSegmenter
+from pipeline.segmenter import Segment, SegmenterParams, SpeechEvent, UtteranceSegmenter
 
 __all__ = ["VADSegmenterProcessor"]
+
+
+class _ArrivalClock:
+    """When each stretch of one participant's audio reached the pipeline, by sample."""
+
+    #: Checkpoints kept (one per frame: about 40 minutes of 20 ms frames).
+    limit = 120_000
+
+    def __init__(self) -> None:
+        self.ends: list[int] = []
+        self.times: list[float] = []
+        self.total = 0
+
+    def add(self, samples: int, when: float) -> None:
+        self.total += samples
+        self.ends.append(self.total)
+        self.times.append(when)
+        if len(self.ends) > self.limit:
+            del self.ends[: self.limit // 2], self.times[: self.limit // 2]
+
+    def arrival(self, sample: int) -> float | None:
+        """When the sample at stream position ``sample`` had arrived."""
+        index = bisect.bisect_left(self.ends, sample)
+        if index >= len(self.ends):
+            return self.times[-1] if self.times else None
+        return self.times[index]
 
 
 class VADSegmenterProcessor(UserLaneProcessor):
@@ -25,22 +55,38 @@ class VADSegmenterProcessor(UserLaneProcessor):
     once are segmented independently. An utterance ends after the hang-over silence or
     is split at the maximum length. The raw audio frames are consumed here.
 
+    Every utterance's ``speech_end`` mark is when its last voiced audio *arrived*, not
+    when the hang-over passed, so latencies count the endpointing time too.
+
+    With ``streaming`` on, a ``SpeechActivityFrame`` is also pushed for each step while
+    someone speaks (start with the preroll, audio, pause, resume, end, split), for the
+    ASR stage to recognise as they talk and to finalise at the pause.
+
     Args:
         engine: The shared VAD model.
         room: Gives each speaker's language.
         params: Segmentation thresholds and durations.
+        streaming: Also report speech step by step.
     """
 
     handles = (UserAudioRawFrame,)
 
     def __init__(
-        self, engine: VADEngine, room: Room, params: SegmenterParams | None = None, **kwargs: Any
+        self,
+        engine: VADEngine,
+        room: Room,
+        params: SegmenterParams | None = None,
+        *,
+        streaming: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(stage="vad", **kwargs)
         self._engine = engine
         self._room = room
         self._params = params or SegmenterParams()
+        self._streaming = streaming
         self._segmenters: dict[str, UtteranceSegmenter] = {}
+        self._clocks: dict[str, _ArrivalClock] = {}
 
     def _segmenter(self, user: str) -> UtteranceSegmenter:
         seg = self._segmenters.get(user)
@@ -50,15 +96,53 @@ class VADSegmenterProcessor(UserLaneProcessor):
             )
         return seg
 
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is FrameDirection.DOWNSTREAM and isinstance(frame, UserAudioRawFrame):
+            # When each sample arrived, before the lane queue adds its own delay.
+            clock = self._clocks.get(frame.user_id)
+            if clock is None:
+                clock = self._clocks[frame.user_id] = _ArrivalClock()
+            clock.add(len(frame.audio) // 2, time.monotonic())
+        await super().process_frame(frame, direction)
+
+    def _spoken_at(self, user: str, seconds: float) -> float:
+        clock = self._clocks.get(user)
+        when = clock.arrival(int(seconds * self._engine.sample_rate)) if clock is not None else None
+        return when if when is not None else time.monotonic()
+
     async def handle_many(self, frames: list[Frame]) -> None:
         user = self.lane_key(frames[0])
         pcm = np.frombuffer(b"".join(f.audio for f in frames), dtype=np.int16)  # type: ignore[attr-defined]
         seg = self._segmenter(user)
         # Silero is ~0.1 ms a window, but a batch after a hiccup can be seconds of audio.
-        segments = await asyncio.to_thread(seg.push, pcm)
-        await self._emit(user, segments)
+        if self._streaming:
+            events = await asyncio.to_thread(seg.push_events, pcm)
+            await self._emit_events(user, events)
+        else:
+            segments = await asyncio.to_thread(seg.push, pcm)
+            await self._emit(user, segments)
 
-    async def _emit(self, user: str, segments: list[Segment]) -> None:
+    async def _emit_events(self, user: str, events: list[SpeechEvent]) -> None:
+        for event in events:
+            utterance = None
+            if event.segment is not None:
+                utterance = (await self._emit(user, [event.segment]))[0]
+            # An ``end`` without a segment (a blip too short to be an utterance) is still
+            # reported: a streaming recogniser was fed its audio.
+            await self.push_frame(
+                SpeechActivityFrame(
+                    user_id=user,
+                    kind=event.kind,
+                    at=event.at,
+                    position=event.position,
+                    wall=self._spoken_at(user, event.position),
+                    audio=event.audio.tobytes() if event.audio is not None else b"",
+                    utterance=utterance,
+                )
+            )
+
+    async def _emit(self, user: str, segments: list[Segment]) -> list[Utterance]:
+        emitted = []
         for segment in segments:
             utterance = Utterance(
                 user_id=user,
@@ -67,29 +151,39 @@ class VADSegmenterProcessor(UserLaneProcessor):
                 end=segment.end,
                 split=segment.split,
             )
-            utterance.mark("speech_end")
+            utterance.mark("speech_end", self._spoken_at(user, segment.end))
             logger.debug(
                 f"utterance {utterance.id} from {user}: {segment.start:.2f}-{segment.end:.2f} s"
                 + (" (split at max length)" if segment.split else "")
             )
             await self.push_frame(
-                UtteranceAudioFrame(utterance, segment.audio.tobytes(), self._engine.sample_rate)
+                UtteranceAudioFrame(
+                    utterance, segment.audio.tobytes(), self._engine.sample_rate, interpreted=not self._streaming
+                )
             )
+            emitted.append(utterance)
+        return emitted
 
     async def on_end(self) -> None:
         """End of input: trailing speech still in a segmenter becomes an utterance."""
-        for user, seg in list(self._segmenters.items()):
-            await self._emit(user, seg.flush())
+        for user in list(self._segmenters):
+            await self.flush_participant(user)
 
     def holds_participant(self, user_id: str) -> bool:
-        return user_id in self._segmenters or super().holds_participant(user_id)
+        return user_id in self._segmenters or user_id in self._clocks or super().holds_participant(user_id)
 
     async def flush_participant(self, user_id: str) -> None:
-        """A participant is leaving: speech cut off mid-utterance becomes an utterance."""
+        """A participant is leaving (or the input ended): speech cut off mid-utterance
+        becomes an utterance."""
         seg = self._segmenters.get(user_id)
-        if seg is not None:
+        if seg is None:
+            return
+        if self._streaming:
+            await self._emit_events(user_id, seg.flush_events())
+        else:
             await self._emit(user_id, seg.flush())
 
     async def release_participant(self, user_id: str) -> None:
         await super().release_participant(user_id)
         self._segmenters.pop(user_id, None)
+        self._clocks.pop(user_id, None)

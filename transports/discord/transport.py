@@ -9,8 +9,9 @@ plays it, 20 ms per read) keyed by ``(speech end, utterance id, language)``, so 
 channel hears utterances in the order their speakers finished, whichever finished
 synthesising first. Speech end is the moment the utterance's last sample reached the
 bot (recorded per member as audio arrives), so a member whose lane runs behind under
-load keeps their place. A slot is announced as soon as the utterance leaves the VAD, so
-a later, faster utterance cannot jump the queue; it is finished when its TTS is done,
+load keeps their place. A slot is announced as soon as the utterance leaves the VAD (with
+a streaming recogniser: as soon as it is committed), so a later, faster utterance cannot
+jump the queue; it is finished when its TTS is done,
 given up when the MT stage's ``TranslationsDoneFrame`` shows that language will not
 come, and abandoned when a stage drops the utterance. Captions come as ``CaptionFrame``
 and are handed to the ``on_caption`` event (final ones only by default).
@@ -320,8 +321,12 @@ class DiscordOutputTransport(BaseOutputTransport):
                 self._pending.pop(utterance.id, None)
             return
         if pending is None:
-            if isinstance(frame, UtteranceDroppedFrame):
-                return  # dropped before we ever saw it: nothing was announced
+            if isinstance(frame, UtteranceDroppedFrame) or (
+                isinstance(frame, UtteranceAudioFrame) and not frame.interpreted
+            ):
+                # Dropped before we ever saw it, or speech a streaming recogniser interprets
+                # under other utterances: nothing to hold a place for.
+                return
             pending = self._pending[utterance.id] = _Pending(
                 utterance, self._transport.spoken_end(utterance)
             )
