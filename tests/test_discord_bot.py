@@ -229,6 +229,7 @@ class LoopbackDiscordAPI:
 
     def __init__(self) -> None:
         self.messages: list[tuple[int, str]] = []
+        self.edits = 0
         self.files: dict[str, bytes] = {}
         self.base = ""
 
@@ -263,9 +264,23 @@ class LoopbackDiscordAPI:
                 return web.Response(status=404)
             return web.Response(body=self.files[name])
 
+        async def edit_message(request: web.Request) -> web.Response:
+            channel_id = int(request.match_info["channel_id"])
+            index = int(request.match_info["message_id"]) - 1
+            body = await request.json()
+            self.messages[index] = (channel_id, body["content"])
+            self.edits += 1
+            return json_response({
+                "id": str(index + 1), "channel_id": str(channel_id), "guild_id": str(GUILD), "type": 0,
+                "content": body["content"], "author": user_payload(BOT_ID, "polyvox", bot=True), "attachments": [],
+                "embeds": [], "mentions": [], "mention_roles": [], "pinned": False, "mention_everyone": False,
+                "tts": False, "timestamp": "2026-01-01T00:00:00+00:00", "edited_timestamp": None, "flags": 0,
+            })
+
         app = web.Application()
         app.router.add_get("/api/v10/users/@me", me)
         app.router.add_post("/api/v10/channels/{channel_id}/messages", post_message)
+        app.router.add_patch("/api/v10/channels/{channel_id}/messages/{message_id}", edit_message)
         app.router.add_get("/attachments/{name}", cdn)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -587,11 +602,19 @@ async def test_a_session_posts_each_utterance_as_one_caption_while_captions_are_
         guild = type("Guild", (), {"id": GUILD})()
         members: list = []
 
-    posted: list[str] = []
+    class Message:
+        def __init__(self, content: str) -> None:
+            self.content = content
+
+        async def edit(self, *, content: str) -> None:
+            self.content = content
+
+    posted: list[Message] = []
     captions_on = True
 
-    async def send(message: str) -> None:
-        posted.append(message)
+    async def send(message: str) -> Message:
+        posted.append(Message(message))
+        return posted[-1]
 
     room = Room(["en", "es"], default_language="en")
     session = VoiceSession(
@@ -609,16 +632,66 @@ async def test_a_session_posts_each_utterance_as_one_caption_while_captions_are_
                 time.sleep(0.002)
 
         await asyncio.to_thread(talk, ALICE, 440)
-        await wait_for(lambda: len(posted) == 1, 10)
+        await wait_for(lambda: posted and posted[-1].content.startswith("**Alice** (en): Tone 440.\n"), 10)
         await asyncio.to_thread(talk, BOB, 550)
-        await wait_for(lambda: len(posted) == 2, 10)
+        await wait_for(lambda: len(posted) == 2 and "\n" in posted[1].content, 10)
         captions_on = False
         await asyncio.to_thread(talk, ALICE, 660)
         await wait_for(lambda: len(session.source.keys("finish")) == 3, 10)
         await asyncio.sleep(0.3)
     finally:
         await session.stop()
-    assert posted == ["**Alice** (en): Tone 440.\n> es: [es] Tone 440.", "**Bob** (es): Tone 550.\n> en: [en] Tone 550."]
+    assert [m.content for m in posted] == [
+        "**Alice** (en): Tone 440.\n> es: [es] Tone 440.", "**Bob** (es): Tone 550.\n> en: [en] Tone 550."
+    ]
+
+
+async def test_partial_captions_grow_in_one_edited_message_while_someone_speaks():
+    from pipeline.room import Room
+    from pipeline.streaming import StreamingParams
+    from tests.fakes import ToneWordsASREngine
+    from transports.discord.session import VoiceSession
+
+    class Channel:
+        id = VOICE
+        guild = type("Guild", (), {"id": GUILD})()
+        members: list = []
+
+    class Message:
+        def __init__(self, content: str) -> None:
+            self.versions = [content]
+
+        async def edit(self, *, content: str) -> None:
+            self.versions.append(content)
+
+    posted: list[Message] = []
+
+    async def send(message: str) -> Message:
+        posted.append(Message(message))
+        return posted[-1]
+
+    params = InterpretationParams(segmenter=FAST, streaming=StreamingParams(mode="consecutive", partial_interval_ms=200))
+    session = VoiceSession(
+        Channel(), SessionFactory(fake_engines(asr=ToneWordsASREngine()), params), Room(["en", "es"]),
+        voice_io=FakeVoiceIO(), params=SessionParams(caption_edit_interval_s=0.3), send_caption=lambda: send,
+    )
+    await session.member_joined(ALICE, language="en", name="Alice")
+    await session.start()
+    try:
+        pcm = np.concatenate([x for f in (300, 400, 500, 600) for x in (tone(f, 0.45), silence(0.03))] + [silence(0.8)])
+
+        def talk() -> None:
+            for i in range(0, len(pcm), 320):
+                session.feed_audio(ALICE, pcm[i : i + 320].tobytes())
+                time.sleep(0.02)  # real time: captions while she speaks
+
+        await asyncio.to_thread(talk)
+        await wait_for(lambda: posted and "> es:" in posted[-1].versions[-1], 10)
+    finally:
+        await session.stop()
+    (message,) = posted
+    assert message.versions[0].endswith(" …") and len(message.versions) >= 3
+    assert message.versions[-1] == "**Alice** (en): W300 w400 w500 w600.\n> es: [es] W300 w400 w500 w600."
 
 
 def test_the_bot_does_not_start_without_a_token(monkeypatch):
@@ -675,5 +748,7 @@ async def test_captions_reach_the_configured_text_channel_through_discord(bot):
             time.sleep(0.002)
 
     await asyncio.to_thread(bob_talks)
-    await wait_for(lambda: len(bot.api.messages) == 2, 10)  # the join notice, then the caption
-    assert bot.api.messages[1] == (TEXT, "**Bob** (es): Tone 550.\n> en: [en] Tone 550.")
+    final = (TEXT, "**Bob** (es): Tone 550.\n> en: [en] Tone 550.")
+    # The join notice, then the caption: posted as soon as there were words, edited into
+    # its final form once translated (or posted final at once).
+    await wait_for(lambda: len(bot.api.messages) == 2 and bot.api.messages[1] == final, 10)

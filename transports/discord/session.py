@@ -57,12 +57,15 @@ class SessionParams:
             (discord.py resumes short outages itself).
         reconnect_backoff_s: Longest wait between two reconnection attempts.
         connect_timeout_s: Timeout of one voice connection attempt.
+        caption_edit_interval_s: Least time between two caption calls to Discord for
+            partial captions (its rate limit is about 5 per 5 s per channel).
     """
 
     watch_interval_s: float = 2.0
     reconnect_after_s: float = 10.0
     reconnect_backoff_s: float = 60.0
     connect_timeout_s: float = 30.0
+    caption_edit_interval_s: float = 1.2
 
 
 class VoiceIO(Protocol):
@@ -219,6 +222,7 @@ class VoiceSession:
         self._captions: asyncio.Queue[CaptionFrame | None] = asyncio.Queue()
         self._captures: dict[int, list[_Capture]] = {}
         self._captures_lock = threading.Lock()
+        self._last_caption_call = 0.0
         self._stopping = False
         self._closed = asyncio.Event()
         self.reconnects = 0
@@ -414,12 +418,17 @@ class VoiceSession:
     # -- captions -----------------------------------------------------------------
 
     async def _queue_caption(self, _transport: Any, caption: CaptionFrame) -> None:
-        if caption.final:
-            self._captions.put_nowait(caption)
+        self._captions.put_nowait(caption)
 
     async def _post_captions(self) -> None:
-        """Post captions in order; several ready at once go out as one message, within
-        Discord's length limit, so a busy room does not hit the rate limit."""
+        """Post captions as people speak, within Discord's rate limits.
+
+        A partial caption opens a message for its utterance (``… `` marks it unfinished)
+        and later partials edit it, at most one call per ``params.caption_edit_interval_s``
+        (partials in between are skipped: the next one shows more anyway). The final
+        caption edits that message into its final form, or, for utterances that had no
+        message, is posted; several final ones ready at once go out as one message."""
+        messages: dict[int, Any] = {}
         finished = False
         while not finished:
             batch: list[CaptionFrame] = []
@@ -434,22 +443,57 @@ class VoiceSession:
                 item = self._captions.get_nowait()
             send = self._send_caption()
             if send is None or not batch:
+                messages.clear()
                 continue
-            message = ""
-            for item in batch:
-                text = format_caption(item, self._speaker_name(item.user_id))[:MESSAGE_LIMIT]
-                if message and len(message) + 1 + len(text) > MESSAGE_LIMIT:
-                    await self._safe_send(send, message)
-                    message = ""
-                message = f"{message}\n{text}" if message else text
-            if message:
-                await self._safe_send(send, message)
+            finals = [c for c in batch if c.final]
+            final_ids = {c.utterance.id for c in finals}
+            latest: dict[int, CaptionFrame] = {}
+            for caption in batch:
+                if not caption.final and caption.utterance.id not in final_ids:
+                    latest[caption.utterance.id] = caption
+            posting = ""
+            for caption in finals:
+                text = format_caption(caption, self._speaker_name(caption.user_id))[:MESSAGE_LIMIT]
+                message = messages.pop(caption.utterance.id, None)
+                if message is not None and await self._safe_edit(message, text):
+                    continue
+                if posting and len(posting) + 1 + len(text) > MESSAGE_LIMIT:
+                    await self._safe_send(send, posting)
+                    posting = ""
+                posting = f"{posting}\n{text}" if posting else text
+            if posting:
+                await self._safe_send(send, posting)
+            for caption in latest.values():
+                if time.monotonic() - self._last_caption_call < self.params.caption_edit_interval_s:
+                    continue
+                text = f"{format_caption(caption, self._speaker_name(caption.user_id))} …"[:MESSAGE_LIMIT]
+                message = messages.get(caption.utterance.id)
+                if message is None:
+                    sent = await self._safe_send(send, text)
+                    if sent is not None and hasattr(sent, "edit"):
+                        messages[caption.utterance.id] = sent
+                else:
+                    await self._safe_edit(message, text)
+            # Utterances that never got a final caption must not keep their message forever.
+            while len(messages) > 64:
+                messages.pop(next(iter(messages)))
 
-    async def _safe_send(self, send: Callable[[str], Awaitable[Any]], message: str) -> None:
+    async def _safe_send(self, send: Callable[[str], Awaitable[Any]], message: str) -> Any:
+        self._last_caption_call = time.monotonic()
         try:
-            await send(message)
+            return await send(message)
         except Exception as exc:  # noqa: BLE001 - a caption is not worth stopping the room
             logger.warning(f"posting captions for {self.channel.id} failed: {exc!r}")
+            return None
+
+    async def _safe_edit(self, message: Any, text: str) -> bool:
+        self._last_caption_call = time.monotonic()
+        try:
+            await message.edit(content=text)
+            return True
+        except Exception as exc:  # noqa: BLE001 - post it anew instead
+            logger.debug(f"editing a caption in {self.channel.id} failed: {exc!r}")
+            return False
 
 
 def _key_of(voice_client: Any) -> tuple[Any, Any]:
