@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,23 @@ class SessionStats:
     speculations_wasted: int = 0
     clause_commits: int = 0
     partial_captions: int = 0
-    partial_delays: list[float] = field(default_factory=list)
+    partial_delays: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    #: Also told each caption delay (e.g. a metrics histogram).
+    on_partial_delay: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
+
+    #: The counters, by Prometheus-style name.
+    COUNTERS = ("speculations", "speculations_committed", "speculations_wasted", "clause_commits", "partial_captions")
+
+    def caption_delay(self, seconds: float) -> None:
+        """A word was shown ``seconds`` after it was spoken."""
+        self.partial_delays.append(seconds)
+        if self.on_partial_delay is not None:
+            self.on_partial_delay(seconds)
+
+    def absorb(self, other: SessionStats) -> None:
+        """Add ``other``'s counters to these (a closed session's, into a server total)."""
+        for name in self.COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counters, with the caption delay's p50/p95."""
@@ -96,7 +113,7 @@ class SessionStats:
             "partial_captions": self.partial_captions,
             "partial_caption_delay": {
                 "n": len(self.partial_delays),
-                "p50": _round(percentile(self.partial_delays, 50)),
-                "p95": _round(percentile(self.partial_delays, 95)),
+                "p50": _round(percentile(list(self.partial_delays), 50)),
+                "p95": _round(percentile(list(self.partial_delays), 95)),
             },
         }

@@ -37,6 +37,8 @@ from pipeline.engines.base import VADStream
 
 __all__ = ["Segment", "SegmenterParams", "SpeechEvent", "UtteranceSegmenter"]
 
+#: Peak level (int16 steps, about -80 dBFS) at or below which a window is digital silence.
+_DIGITAL_SILENCE = 3
 #: How far back from the maximum length a split looks for a pause, in seconds.
 _SPLIT_SEARCH_S = 2.0
 
@@ -337,7 +339,11 @@ class UtteranceSegmenter:
         self._buf_start = position
 
     def _process_window(self, window: np.ndarray) -> list[Segment]:
-        probability = self._stream.speech_probability(window)
+        if self._start is None and int(np.abs(window).max()) <= _DIGITAL_SILENCE:
+            # Digital silence (a muted or idle line) is no speech: no model call needed.
+            probability = 0.0
+        else:
+            probability = self._stream.speech_probability(window)
         win_start = self._consumed
         self._append(window)
         self._consumed += window.shape[0]

@@ -105,6 +105,7 @@ class InterpretationSession:
         name: For logs.
         extra_processors: More processors after the cascade (tests, plugins).
         on_error: Called with each error the pipeline reports.
+        stats: Where live counters go (default: a fresh ``SessionStats``).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class InterpretationSession:
         name: str = "session",
         extra_processors: ExtraProcessors | None = None,
         on_error: Callable[[str], Awaitable[None] | None] | None = None,
+        stats: SessionStats | None = None,
     ) -> None:
         self.engines = engines
         self.transport = transport
@@ -127,7 +129,7 @@ class InterpretationSession:
         self.room = room or Room(self.params.listener_languages, default_language=self.params.default_language)
         self.errors: list[str] = []
         #: Speculations, clause commits and partial captions of this session.
-        self.stats = SessionStats()
+        self.stats = stats or SessionStats()
         self._on_error = on_error
         self.processors: list[FrameProcessor] = build_cascade(
             engines,
@@ -390,6 +392,7 @@ class SessionFactory:
         name: str,
         room: Room | None = None,
         on_error: Callable[[str], Awaitable[None] | None] | None = None,
+        stats: SessionStats | None = None,
         **changes: Any,
     ) -> InterpretationSession:
         """A session (not started) for ``transport``.
@@ -399,6 +402,7 @@ class SessionFactory:
             name: For logs.
             room: Its participants and languages (default: a new room from the params).
             on_error: See :class:`InterpretationSession`.
+            stats: See :class:`InterpretationSession`.
             **changes: :class:`InterpretationParams` fields to change for this session
                 (e.g. ``max_pending=None`` for file mode).
         """
@@ -412,4 +416,5 @@ class SessionFactory:
             name=name,
             extra_processors=self.extra_processors,
             on_error=on_error,
+            stats=stats,
         )

@@ -27,10 +27,11 @@ from pipeline.processors.translate import TranslationProcessor
 from pipeline.processors.tts import TTSProcessor
 from pipeline.processors.vad import VADSegmenterProcessor
 from pipeline.room import Room
-from pipeline.segmenter import SegmenterParams
+from pipeline.segmenter import SegmenterParams, UtteranceSegmenter
 from tests.fakes import (
     BeepTTSEngine,
     EnergyVADEngine,
+    EnergyVADStream,
     HalvingDenoiseEngine,
     TagMTEngine,
     ToneASREngine,
@@ -302,6 +303,30 @@ async def test_denoise_uses_one_filter_per_participant():
     alice = np.concatenate([np.frombuffer(f.audio, np.int16) for f in down if f.user_id == "alice"])
     assert len(alice) == 3200
     assert np.abs(alice).max() == pytest.approx(np.abs(tone(440, 0.2)).max() // 2, abs=1)
+
+
+async def test_a_quiet_line_is_not_denoised():
+    engine = HalvingDenoiseEngine()
+    hiss = (tone(1000, 0.2, amplitude=0.0005)).astype(np.int16)  # about -66 dBFS
+    processor = DenoiseProcessor(engine)
+    down, _ = await run_test(processor, frames_to_send=audio_frames("alice", hiss) + [SleepFrame(0.05)]
+                             + audio_frames("alice", tone(440, 0.1)))
+    out = np.concatenate([np.frombuffer(f.audio, np.int16) for f in down])
+    assert np.array_equal(out[: len(hiss)], hiss)  # passed on untouched, no model call
+    assert engine.filters[0].samples == 1600  # only the tone went through the filter
+    assert processor.skipped >= 1 and processor.denoised >= 1
+
+
+def test_digital_silence_never_reaches_the_vad_model():
+    stream = EnergyVADStream()
+    calls = []
+    score = stream.speech_probability
+    stream.speech_probability = lambda w: calls.append(1) or score(w)  # type: ignore[method-assign]
+    seg = UtteranceSegmenter(stream, SegmenterParams(min_silence_ms=300))
+    seg.push(silence(1.0))
+    assert calls == []
+    seg.push(tone(440, 0.5))
+    assert len(calls) > 10
 
 
 async def test_processors_forward_unrelated_frames_in_order():

@@ -410,7 +410,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         now = time.monotonic()
         # Caption delay: from when each new word was spoken to now, when it is shown.
         for word in transcript.words[known:]:
-            self._stats.partial_delays.append(max(0.0, now - frame.spoken_at(word.end + speaker.offset)))
+            self._stats.caption_delay(max(0.0, now - frame.spoken_at(word.end + speaker.offset)))
         speaker.last_partial_text = text
         self._stats.partial_captions += 1
         await self.push_frame(CaptionFrame(speaker.live, text))

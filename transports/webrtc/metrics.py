@@ -58,14 +58,22 @@ class ServerMetrics:
     Args:
         rooms: Returns the number of open rooms (read at scrape time).
         participants: Returns the number of connected participants.
+        live: Returns live interpretation counters by name (speculations, ...).
     """
 
-    def __init__(self, rooms: Callable[[], int], participants: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        rooms: Callable[[], int],
+        participants: Callable[[], int],
+        live: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self._rooms = rooms
         self._participants = participants
+        self._live = live
         self.stage_latency = Histogram(
             "polyvox_stage_latency_seconds",
-            "Per-stage latency of interpreted utterances (asr, mt, tts_first, end_to_first_audio, first_audio_out).",
+            "Per-stage latency of interpreted utterances (asr, mt, tts_first, end_to_first_audio, "
+            "first_audio_out, ear_voice_span; partial_caption: word spoken to shown).",
             "stage",
         )
         self.counters: dict[str, int] = {
@@ -88,7 +96,10 @@ class ServerMetrics:
             "# TYPE polyvox_participants gauge",
             f"polyvox_participants {self._participants()}",
         ]
-        for name, value in sorted(self.counters.items()):
+        counters = dict(self.counters)
+        if self._live is not None:
+            counters.update({f"polyvox_{name}_total": value for name, value in self._live().items()})
+        for name, value in sorted(counters.items()):
             lines += [f"# TYPE {name} counter", f"{name} {value}"]
         lines += self.stage_latency.render()
         return "\n".join(lines) + "\n"

@@ -43,6 +43,7 @@ from loguru import logger
 
 from pipeline.errors import ConfigError
 from pipeline.languages import normalize
+from pipeline.latency import SessionStats
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
 from transports.webrtc.ice import set_host_addresses
@@ -140,9 +141,12 @@ class RoomServer:
         loopback = _is_loopback(host)
         self.require_token = check_security(host, self.settings, self._secret)
         self.rooms: dict[str, RoomSession] = {}
+        #: Live counters of rooms already closed (open rooms are added at scrape time).
+        self._closed_stats = SessionStats()
         self.metrics = ServerMetrics(
             rooms=lambda: len(self.rooms),
             participants=lambda: sum(len(s.participant_ids) for s in self.rooms.values()),
+            live=self._live_counters,
         )
         self._create_lock = asyncio.Lock()
         self._joins: dict[str, deque[float]] = {}
@@ -218,7 +222,8 @@ class RoomServer:
             WebRTCRoomParams(foreign_gain=self.settings.foreign_gain, duck_gain=self.settings.duck_gain),
             metrics=self.metrics,
         )
-        session = self.factory.create(transport, name=f"room {name}", room=room)
+        stats = SessionStats(on_partial_delay=lambda s: self.metrics.stage_latency.observe("partial_caption", s))
+        session = self.factory.create(transport, name=f"room {name}", room=room, stats=stats)
         try:
             await session.start()
         except SessionError:
@@ -233,7 +238,15 @@ class RoomServer:
         # End, not cancel: EndFrame lets each stage finish the call it is in, so no
         # engine thread is still using a participant's model state when it is freed.
         await room.session.stop(drain=True)
+        self._closed_stats.absorb(room.session.stats)
         logger.info(f"room {room.name} closed")
+
+    def _live_counters(self) -> dict[str, int]:
+        total = SessionStats()
+        total.absorb(self._closed_stats)
+        for room in self.rooms.values():
+            total.absorb(room.session.stats)
+        return {name: getattr(total, name) for name in SessionStats.COUNTERS}
 
     async def leave(self, room_name: str, participant_id: str) -> bool:
         """Disconnect a participant now; their unfinished speech is still interpreted for
