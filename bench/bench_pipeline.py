@@ -7,6 +7,7 @@ percentiles, engine compute, and the overhead: speech end → first TTS audio mi
 the engine compute spent before that audio existed.
 
     .venv/bin/python bench/bench_pipeline.py [--profile offline] [--speakers 2] [--fast] [--json OUT]
+    .venv/bin/python bench/bench_pipeline.py --compare --monologue 30   # before/after, one run
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ ROWS = [
     ("asr", "speech end → transcript"),
     ("mt", "transcript → translations"),
     ("tts_first", "translations → first TTS audio"),
-    ("end_to_first_audio", "speech end → first TTS audio"),
+    ("end_to_first_audio", "speech end → first audio (audible)"),
+    ("first_audio_out", "speech end → first audio out"),
+    ("ear_voice_span", "first word spoken → its audio (EVS)"),
     ("compute_asr", "ASR engine compute"),
     ("compute_mt", "MT engine compute"),
     ("compute_tts_first", "TTS compute to first chunk"),
@@ -73,6 +76,69 @@ def tracks_for(clips: list[np.ndarray], speakers: int, gap_s: float) -> list[Spe
     return [SpeakerTrack(f"speaker{i + 1}", np.concatenate(parts), "en") for i, parts in enumerate(per)]
 
 
+def monologue(clips: list[np.ndarray], seconds: float = 30.0, gap_s: float = 0.15) -> np.ndarray:
+    """About ``seconds`` of speech without pauses: clips joined with ``gap_s`` gaps."""
+    gap = np.zeros(int(gap_s * 16000), dtype=np.int16)
+    parts: list[np.ndarray] = [np.zeros(8000, dtype=np.int16)]
+    total = 0.0
+    while total < seconds:
+        for clip in clips:
+            parts += [clip, gap]
+            total += len(clip) / 16000 + gap_s
+            if total >= seconds:
+                break
+    parts.append(np.zeros(24000, dtype=np.int16))
+    return np.concatenate(parts)
+
+
+def run(engines, settings, tracks, *, realtime: bool):  # type: ignore[no-untyped-def]
+    return asyncio.run(
+        run_cascade_on_tracks(
+            engines, tracks, ["es"], params=interpretation_params(settings), realtime=realtime, progress=False,
+        )
+    )
+
+
+def report(title: str, result, settings) -> dict:  # type: ignore[no-untyped-def]
+    stats = result.latency().as_dict()
+    live = result.stats.as_dict()
+    print(f"\n## {title}")
+    print(f"{len(result.utterances)} utterances interpreted; {result.input_seconds:.1f} s of audio in {result.wall_seconds:.1f} s")
+    print(f"{'stage':<46}{'n':>4}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
+    for key, label in ROWS:
+        row = stats.get(key)
+        if row:
+            print(f"{label:<46}{row['n']:>4}{row['p50'] * 1000:>10.1f}{row['p95'] * 1000:>10.1f}{row['mean'] * 1000:>10.1f}")
+    delay = live["partial_caption_delay"]
+    if delay["n"]:
+        print(f"{'word spoken → partial caption':<46}{delay['n']:>4}{delay['p50'] * 1000:>10.1f}{delay['p95'] * 1000:>10.1f}")
+    if live["speculations"]:
+        print(f"speculations {live['speculations']}: {live['speculations_committed']} released, "
+              f"{live['speculations_wasted']} wasted; clause commits {live['clause_commits']}")
+    if result.errors:
+        print(f"{len(result.errors)} pipeline errors, first: {result.errors[0]}")
+    return {"latency": stats, "live": live, "utterances": len(result.utterances)}
+
+
+def monologue_report(title: str, result, pcm: np.ndarray) -> dict:  # type: ignore[no-untyped-def]
+    """First interpreted audio after the start, and the ear-voice span per segment."""
+    firsts = [r.utterance.marks["first_audio_out"] for r in result.utterances if "first_audio_out" in r.utterance.marks]
+    first = (min(firsts) - result.started_at) if firsts else None
+    spans = [r.utterance.latencies().get("ear_voice_span") for r in result.utterances]
+    spans = [s for s in spans if s is not None]
+    out = {
+        "segments": len(result.utterances),
+        "first_audio_after_start_s": None if first is None else round(first, 3),
+        "ear_voice_span_mean_s": round(float(np.mean(spans)), 3) if spans else None,
+        "ear_voice_span_p95_s": round(float(np.percentile(spans, 95)), 3) if spans else None,
+        "speech_s": round(len(pcm) / 16000, 1),
+    }
+    print(f"\n## {title}: {out['speech_s']} s monologue")
+    print(f"segments interpreted: {out['segments']}; first interpreted audio {out['first_audio_after_start_s']} s "
+          f"after the start; ear-voice span mean {out['ear_voice_span_mean_s']} s, p95 {out['ear_voice_span_p95_s']} s")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="offline")
@@ -80,6 +146,10 @@ def main() -> int:
     parser.add_argument("--speakers", type=int, default=1, help="participants talking concurrently")
     parser.add_argument("--gap", type=float, default=1.2, help="seconds of silence between a speaker's utterances")
     parser.add_argument("--fast", action="store_true", help="feed as fast as possible (throughput, not latency)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run the consecutive, non-streaming cascade (before) on the same engines")
+    parser.add_argument("--monologue", type=float, default=0.0, metavar="SECONDS",
+                        help="also interpret a monologue of about this long (clips joined by 150 ms gaps)")
     parser.add_argument("--json", metavar="OUT", help="also write the statistics as JSON")
     args = parser.parse_args()
 
@@ -89,40 +159,37 @@ def main() -> int:
     logger.add(sys.stderr, level="WARNING")
 
     settings = load_settings(profile=args.profile, overrides=[*args.overrides, "languages.listeners=[es]"])
+    before = load_settings(
+        profile=args.profile,
+        overrides=[*args.overrides, "languages.listeners=[es]", "interpretation.streaming=false"],
+    )
     started = time.monotonic()
     engines = load_engines(settings)
     load_s = time.monotonic() - started
     clips = utterances()
     tracks = tracks_for(clips, args.speakers, args.gap)
+    realtime = not args.fast
+    print(f"profile {settings.profile}: {len(clips)} utterances, {args.speakers} speaker(s), "
+          f"{'fast' if args.fast else 'real-time'} feed; engines loaded + warmed in {load_s:.2f} s; "
+          f"ASR streams: {engines.asr.supports_streaming}")
+    print("speech end = end of the last voiced audio (endpointing time included)")
+    out: dict = {"profile": settings.profile, "speakers": args.speakers, "realtime": realtime}
     try:
-        result = asyncio.run(
-            run_cascade_on_tracks(
-                engines, tracks, ["es"], params=interpretation_params(settings),
-                realtime=not args.fast, progress=False,
-            )
-        )
+        if args.compare:
+            out["before"] = report("before: consecutive, whole utterances after the 500 ms hang-over",
+                                   run(engines, before, tracks, realtime=realtime), before)
+        out["after"] = report("after: streaming (speculative endpointing, adaptive hang-over)",
+                              run(engines, settings, tracks, realtime=realtime), settings)
+        if args.monologue:
+            pcm = monologue(clips, args.monologue)
+            track = [SpeakerTrack("speaker1", pcm, "en")]
+            if args.compare:
+                out["monologue_before"] = monologue_report("before", run(engines, before, track, realtime=realtime), pcm)
+            out["monologue_after"] = monologue_report("after (simultaneous)", run(engines, settings, track, realtime=realtime), pcm)
     finally:
         engines.close()
-    stats = result.latency().as_dict()
-
-    print(f"profile {settings.profile}: {len(clips)} utterances fed, {len(result.utterances)} recognised, "
-          f"{args.speakers} speaker(s), {'fast' if args.fast else 'real-time'} feed")
-    print(f"engines loaded + warmed in {load_s:.2f} s; {result.input_seconds:.1f} s of audio in {result.wall_seconds:.1f} s")
-    print(f"hang-over before an utterance ends: {settings.vad.min_silence_ms} ms (not included below)")
-    print(f"{'stage':<42}{'n':>4}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
-    for key, label in ROWS:
-        row = stats.get(key)
-        if row:
-            print(f"{label:<42}{row['n']:>4}{row['p50'] * 1000:>10.1f}{row['p95'] * 1000:>10.1f}{row['mean'] * 1000:>10.1f}")
-    if result.errors:
-        print(f"{len(result.errors)} pipeline errors, first: {result.errors[0]}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "profile": settings.profile, "speakers": args.speakers, "realtime": not args.fast,
-            "utterances_fed": len(clips), "utterances": len(result.utterances),
-            "input_seconds": result.input_seconds, "wall_seconds": result.wall_seconds,
-            "latency": stats,
-        }, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 
 
