@@ -12,6 +12,7 @@ from loguru import logger
 from bot.config import ENGINE_KINDS, Settings
 from pipeline.cascade import Engines
 from pipeline.engines.base import Engine
+from pipeline.engines.calls import StageTimeouts
 from pipeline.engines.registry import create_engine, engine_class
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
@@ -114,6 +115,12 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
         warn_slow=settings.pipeline.warn_slower_than_realtime,
         voice_capture=settings.voices.capture,
         voice_params=voice_params,
+        timeouts=StageTimeouts(
+            base_s=settings.pipeline.engine_timeout_s,
+            per_audio_s=settings.pipeline.engine_timeout_per_audio_s,
+            per_char_s=settings.pipeline.engine_timeout_per_char_s,
+        ),
+        engine_concurrency=settings.pipeline.engine_concurrency,
     )
 
 

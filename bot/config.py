@@ -95,6 +95,10 @@ class PipelineSettings(_Strict):
 
     warn_slower_than_realtime: bool = True
     max_pending_utterances: int = Field(8, ge=1)
+    engine_timeout_s: float = Field(10.0, gt=0.0, le=3600.0)
+    engine_timeout_per_audio_s: float = Field(2.0, ge=0.0, le=100.0)
+    engine_timeout_per_char_s: float = Field(0.05, ge=0.0, le=10.0)
+    engine_concurrency: int = Field(4, ge=1, le=64)
 
 
 class VoicesSettings(_Strict):

@@ -14,6 +14,7 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
+from pipeline.engines.calls import StageTimeouts
 from pipeline.errors import UnsupportedLanguageError
 from pipeline.languages import LanguageSupport, display_name
 from pipeline.latency import SessionStats
@@ -115,6 +116,8 @@ def build_cascade(
     voice_params: Any | None = None,
     streaming: StreamingParams | None = None,
     stats: SessionStats | None = None,
+    timeouts: StageTimeouts | None = None,
+    concurrency: int = 4,
 ) -> list[FrameProcessor]:
     """The processors of one room, input audio → interpretation audio, in order.
 
@@ -133,23 +136,27 @@ def build_cascade(
             (``supports_streaming``): recognition while people speak, speculative
             endpointing, simultaneous mode. ``None``: whole utterances only.
         stats: Where the streaming stage counts speculations and captions.
+        timeouts: Deadlines of engine calls (``pipeline.engines.calls``).
+        concurrency: Engine calls of one stage running at once.
 
     The last processor, :class:`InterpretationResultProcessor`, sends one
     ``InterpretationResultFrame`` per finished utterance.
     """
     stream = streaming is not None and engines.asr.supports_streaming
     segmenter = segmenter or SegmenterParams()
+    budget: dict[str, Any] = {"timeouts": timeouts, "concurrency": concurrency}
     asr: FrameProcessor
     if stream:
         asr = StreamingASRProcessor(
-            engines.asr, room, streaming, longest_hangover_ms=segmenter.min_silence_ms, stats=stats, warn_slow=warn_slow
+            engines.asr, room, streaming, longest_hangover_ms=segmenter.min_silence_ms, stats=stats,
+            warn_slow=warn_slow, **budget,
         )
     else:
-        asr = ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending)
+        asr = ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending, **budget)
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
-        DenoiseProcessor(engines.denoise),
-        VADSegmenterProcessor(engines.vad, room, segmenter, streaming=stream),
+        DenoiseProcessor(engines.denoise, **budget),
+        VADSegmenterProcessor(engines.vad, room, segmenter, streaming=stream, **budget),
         asr,
     ]
     if voice_capture and engines.tts.clones_voices:
@@ -159,8 +166,8 @@ def build_cascade(
             VoiceCaptureProcessor(engines.tts, engines.vad, room, consent=consent, params=voice_params)  # type: ignore[arg-type]
         )
     processors += [
-        TranslationProcessor(engines.mt, room, max_pending=max_pending),
-        TTSProcessor(engines.tts, room, max_pending=max_pending),
+        TranslationProcessor(engines.mt, room, max_pending=max_pending, **budget),
+        TTSProcessor(engines.tts, room, max_pending=max_pending, **budget),
     ]
     if stream:
         processors.append(SpeculationGateProcessor())

@@ -36,6 +36,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from pipeline.cascade import Engines, build_cascade
+from pipeline.engines.calls import StageTimeouts
 from pipeline.errors import PolyvoxError
 from pipeline.frames import VoiceConsentFrame
 from pipeline.latency import SessionStats
@@ -74,6 +75,10 @@ class InterpretationParams:
         streaming: Live interpretation (recognition while people speak, speculative
             endpointing, simultaneous mode) when the ASR engine streams; ``None``: whole
             utterances after each pause.
+        timeouts: Deadlines of engine calls; a call past its deadline costs only its
+            utterance (``pipeline.engines.calls``).
+        engine_concurrency: Engine calls of one stage running at once (all rooms' stages
+            have their own).
         drain_timeout_s: Longest a departing participant's last utterances may take.
         start_timeout_s: Longest the pipeline may take to start.
         stop_timeout_s: Longest an ending pipeline may take before it is cancelled.
@@ -87,6 +92,8 @@ class InterpretationParams:
     voice_capture: bool = True
     voice_params: Any | None = None
     streaming: StreamingParams | None = field(default_factory=StreamingParams)
+    timeouts: StageTimeouts = field(default_factory=StageTimeouts)
+    engine_concurrency: int = 4
     drain_timeout_s: float = 60.0
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 20.0
@@ -142,6 +149,8 @@ class InterpretationSession:
             voice_params=self.params.voice_params,
             streaming=self.params.streaming,
             stats=self.stats,
+            timeouts=self.params.timeouts,
+            concurrency=self.params.engine_concurrency,
         )
         if extra_processors is not None:
             self.processors += extra_processors(self.room)

@@ -11,6 +11,7 @@ from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipeline.engines.base import VADEngine
+from pipeline.engines.calls import EngineCaller
 from pipeline.frames import UtteranceAudioFrame, VoiceConsentFrame
 from pipeline.room import Room
 from voices.capture import VoiceCapture, VoiceCaptureParams
@@ -74,6 +75,7 @@ class VoiceCaptureProcessor(FrameProcessor):
         self._tasks: dict[asyncio.Task[None], str] = {}
         #: Bumped whenever a user's capture is discarded: work started before is stale.
         self._epochs: dict[str, int] = {}
+        self._call = EngineCaller("voice-capture", concurrency=2)
 
     def capture_of(self, user_id: str) -> VoiceCapture | None:
         """The capture in progress for ``user_id``, if any (for status commands and tests)."""
@@ -167,10 +169,11 @@ class VoiceCaptureProcessor(FrameProcessor):
                 return
             capture = self._captures[user] = VoiceCapture(user, self._vad, self._params)
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
-        due = await asyncio.to_thread(capture.add, pcm, frame.sample_rate)
+        due = await self._call(capture.add, pcm, frame.sample_rate, timeout_s=30.0)
         if not due:
             return
-        profile = await asyncio.to_thread(capture.build, self._engine)
+        # Conditioning runs the voice model: minutes on a slow CPU are still a result.
+        profile = await self._call(capture.build, self._engine, timeout_s=300.0)
         if self._epochs.get(user, 0) != epoch or participant.voice_opt_out:
             return  # refused (or forgotten) while the model worked: keep nothing
         if getattr(participant.voice, "source", None) == "enrolled":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -59,12 +58,13 @@ class ASRProcessor(UserLaneProcessor):
         utterance = frame.utterance
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
         started = time.monotonic()
-        transcript = await asyncio.to_thread(
-            self._engine.transcribe, pcm, frame.sample_rate, utterance.language
+        audio_seconds = len(pcm) / frame.sample_rate
+        transcript = await self.engine_call(
+            self._engine.transcribe, pcm, frame.sample_rate, utterance.language,
+            timeout_s=self.timeouts.for_audio(audio_seconds),
         )
         compute = time.monotonic() - started
         utterance.add_compute("asr", compute)
-        audio_seconds = len(pcm) / frame.sample_rate
         if self._warn_slow and compute > audio_seconds:
             logger.warning(
                 f"asr is slower than real time: {compute:.2f} s for {audio_seconds:.2f} s of audio"

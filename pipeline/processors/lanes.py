@@ -19,6 +19,7 @@ from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.errors import ErrorCategory
 
+from pipeline.engines.calls import EngineCaller, StageTimeouts
 from pipeline.errors import PolyvoxError
 from pipeline.frames import SpeculationAbortedFrame, Utterance, UtteranceDroppedFrame
 
@@ -46,14 +47,29 @@ class UserLaneProcessor(FrameProcessor):
         max_pending: Per-lane queue limit. When a participant's backlog exceeds it, the
             oldest queued frame is dropped with an error (live rooms must not fall
             ever further behind); ``None`` for no limit (file mode).
+        timeouts: Deadlines of the stage's engine calls (``pipeline.engines.calls``): a
+            call past its deadline costs that frame only.
+        concurrency: Engine calls of this stage running at once (all participants).
     """
 
     handles: tuple[type[Frame], ...] = ()
 
-    def __init__(self, *, stage: str, max_pending: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        stage: str,
+        max_pending: int | None = None,
+        timeouts: StageTimeouts | None = None,
+        concurrency: int = 4,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.stage = stage
         self._max_pending = max_pending
+        #: Deadlines of this stage's engine calls.
+        self.timeouts = timeouts or StageTimeouts()
+        #: Runs this stage's blocking engine calls (own threads, bounded, with deadlines).
+        self.engine_call = EngineCaller(stage, concurrency)
         self._lanes: dict[str, _Lane] = {}
         #: Speculative attempts the speaker made void: their queued frames are skipped.
         self._aborted: set[tuple[int, int]] = set()

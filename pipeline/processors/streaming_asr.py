@@ -253,7 +253,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         if frame.position - speaker.last_partial_position < due:
             return
         speaker.last_partial_position = frame.position
-        transcript = await asyncio.to_thread(speaker.stream.partial)  # type: ignore[union-attr]
+        transcript = await self._stream_call(speaker, speaker.stream.partial)  # type: ignore[union-attr]
         await self._partial_caption(speaker, transcript, frame)
         if self._params.mode == "simultaneous":
             await self._maybe_commit_clause(user, speaker, transcript, frame)
@@ -279,7 +279,7 @@ class StreamingASRProcessor(UserLaneProcessor):
             await self._finish_live(user, speaker, frame, end=end, split=False)
         # The stretch of speech is over: the stream forgets it.
         if speaker.stream is not None:
-            await asyncio.to_thread(speaker.stream.cut, speaker.fed_s)
+            await self._stream_call(speaker, speaker.stream.cut, speaker.fed_s)
         speaker.live = None
         speaker.paused_at = None
         speaker.committed_in_pause = False
@@ -290,7 +290,7 @@ class StreamingASRProcessor(UserLaneProcessor):
     async def _speculate(self, user: str, speaker: _Speaker, frame: SpeechActivityFrame) -> None:
         assert speaker.live is not None and speaker.paused_at is not None and speaker.stream is not None
         started = time.monotonic()
-        transcript = await asyncio.to_thread(speaker.stream.finalize)
+        transcript = await self._stream_call(speaker, speaker.stream.finalize)
         text = self._clean(transcript, speaker.language)
         if not text:
             speaker.attempt_empty = True
@@ -311,7 +311,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         await self.push_frame(UtteranceCommittedFrame(attempt))
         self._stats.speculations_committed += 1
         if speaker.stream is not None:
-            await asyncio.to_thread(speaker.stream.cut, speaker.fed_s)
+            await self._stream_call(speaker, speaker.stream.cut, speaker.fed_s)
         speaker.attempt = None
         speaker.live = None
         speaker.live_first_word = None
@@ -322,7 +322,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         """Finalise and send the utterance under way (no speculation happened)."""
         assert speaker.live is not None and speaker.stream is not None
         started = time.monotonic()
-        transcript = await asyncio.to_thread(speaker.stream.finalize)
+        transcript = await self._stream_call(speaker, speaker.stream.finalize)
         live = speaker.live
         live.add_compute("asr", time.monotonic() - started)
         text = self._clean(transcript, speaker.language)
@@ -330,7 +330,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         live.split = split
         self._stamp(speaker, live, transcript, frame, end=end)
         if split:
-            await asyncio.to_thread(speaker.stream.cut, speaker.fed_s)
+            await self._stream_call(speaker, speaker.stream.cut, speaker.fed_s)
             self._new_live(user, speaker, end)
         else:
             speaker.live = None
@@ -367,7 +367,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         live.split = True
         self._stamp(speaker, live, Transcript(text, speaker.language, words=list(committed)), frame, end=end)
         cut_at = committed[-1].end if count == len(words) else (committed[-1].end + words[count].start) / 2
-        await asyncio.to_thread(speaker.stream.cut, cut_at)
+        await self._stream_call(speaker, speaker.stream.cut, cut_at)
         self._stats.clause_commits += 1
         logger.debug(f"[{user}] committed a clause of {count} words while they speak")
         rest_start = words[count].start + speaker.offset if count < len(words) else end
@@ -378,20 +378,25 @@ class StreamingASRProcessor(UserLaneProcessor):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    async def _stream_call(self, speaker: _Speaker, fn: Any, *args: Any) -> Any:
+        """A call into a speaker's stream, with a deadline for the audio it holds."""
+        held = speaker.position - (speaker.live.start if speaker.live is not None else speaker.position)
+        return await self.engine_call(fn, *args, timeout_s=self.timeouts.for_audio(held + 1.0))
+
     async def _open(self, user: str, speaker: _Speaker) -> None:
         language = self._room.language_of(user)
         if speaker.stream is not None and speaker.language == language:
             return
         if speaker.stream is not None:
             await asyncio.to_thread(speaker.stream.close)
-        speaker.stream = await asyncio.to_thread(self._engine.open_stream, language)
+        speaker.stream = await self.engine_call(self._engine.open_stream, language, timeout_s=self.timeouts.base_s)
         speaker.language = language
         speaker.fed_s = 0.0
 
     async def _feed(self, speaker: _Speaker, pcm: np.ndarray) -> None:
         if not len(pcm) or speaker.stream is None:
             return
-        await asyncio.to_thread(speaker.stream.feed, pcm)
+        await self.engine_call(speaker.stream.feed, pcm, timeout_s=self.timeouts.for_audio(len(pcm) / self._engine.sample_rate))
         speaker.fed_s += len(pcm) / self._engine.sample_rate
 
     def _new_live(self, user: str, speaker: _Speaker, start: float) -> None:
@@ -451,7 +456,10 @@ class StreamingASRProcessor(UserLaneProcessor):
         utterance = frame.utterance
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
         started = time.monotonic()
-        transcript = await asyncio.to_thread(self._engine.transcribe, pcm, frame.sample_rate, utterance.language)
+        transcript = await self.engine_call(
+            self._engine.transcribe, pcm, frame.sample_rate, utterance.language,
+            timeout_s=self.timeouts.for_audio(len(pcm) / frame.sample_rate),
+        )
         compute = time.monotonic() - started
         utterance.add_compute("asr", compute)
         if self._warn_slow and compute > len(pcm) / frame.sample_rate:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -53,8 +52,9 @@ class TranslationProcessor(UserLaneProcessor):
         for target in self._room.targets_for(utterance.user_id):
             started = time.monotonic()
             try:
-                (translation,) = await asyncio.to_thread(
-                    self._engine.translate, [frame.text], utterance.language, target
+                (translation,) = await self.engine_call(
+                    self._engine.translate, [frame.text], utterance.language, target,
+                    timeout_s=self.timeouts.for_text(frame.text),
                 )
             except Exception as exc:  # noqa: BLE001 - one language failing must not cost the others
                 await self._report(

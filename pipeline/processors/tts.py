@@ -13,6 +13,7 @@ from loguru import logger
 from pipecat.frames.frames import Frame
 
 from pipeline.engines.base import TTSEngine
+from pipeline.engines.calls import EngineCaller, EngineTimeoutError
 from pipeline.frames import (
     InterpretationAudioFrame,
     InterpretationDoneFrame,
@@ -56,7 +57,8 @@ class TTSProcessor(UserLaneProcessor):
         rate = self._engine.sample_rate
         try:
             chunks = self._engine.synthesize(frame.text, target, voice)
-            async for chunk in _iterate_in_thread(chunks, utterance, self.stage):
+            deadline = self.timeouts.for_text(frame.text)
+            async for chunk in _iterate_in_thread(chunks, utterance, self.stage, self.engine_call, deadline):
                 if not len(chunk):
                     continue
                 utterance.mark("first_tts_audio")
@@ -85,8 +87,14 @@ class TTSProcessor(UserLaneProcessor):
             await self.push_frame(InterpretationDoneFrame(utterance, frame.target_language, error=message))
 
 
-async def _iterate_in_thread(chunks: Iterator[np.ndarray], utterance: Any, stage: str):
-    """Yield ``chunks`` as a worker thread produces them; engine time goes to ``compute``."""
+async def _iterate_in_thread(
+    chunks: Iterator[np.ndarray], utterance: Any, stage: str, caller: EngineCaller, chunk_timeout_s: float
+):
+    """Yield ``chunks`` as a worker thread produces them; engine time goes to ``compute``.
+
+    Raises:
+        EngineTimeoutError: the next chunk took longer than ``chunk_timeout_s``.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = threading.Event()
@@ -116,10 +124,14 @@ async def _iterate_in_thread(chunks: Iterator[np.ndarray], utterance: Any, stage
             utterance.add_compute(stage, busy)
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    worker = asyncio.create_task(asyncio.to_thread(produce))
+    worker = asyncio.create_task(caller(produce, timeout_s=None))
     try:
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), chunk_timeout_s)
+            except TimeoutError:
+                worker.cancel()  # the engine is stuck: give its slot back
+                raise EngineTimeoutError(f"{stage}: no audio for {chunk_timeout_s:.1f} s") from None
             if item is _DONE:
                 break
             if isinstance(item, BaseException):
@@ -129,5 +141,5 @@ async def _iterate_in_thread(chunks: Iterator[np.ndarray], utterance: Any, stage
         stop.set()
         try:
             await worker
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
             logger.debug(f"tts worker ended with {exc!r}")

@@ -3,7 +3,6 @@ recognisers, reported step by step while they speak)."""
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from typing import Any
@@ -116,10 +115,10 @@ class VADSegmenterProcessor(UserLaneProcessor):
         seg = self._segmenter(user)
         # Silero is ~0.1 ms a window, but a batch after a hiccup can be seconds of audio.
         if self._streaming:
-            events = await asyncio.to_thread(seg.push_events, pcm)
+            events = await self.engine_call(seg.push_events, pcm, timeout_s=self.timeouts.for_audio(len(pcm) / 16000))
             await self._emit_events(user, events)
         else:
-            segments = await asyncio.to_thread(seg.push, pcm)
+            segments = await self.engine_call(seg.push, pcm, timeout_s=self.timeouts.for_audio(len(pcm) / 16000))
             await self._emit(user, segments)
 
     async def _emit_events(self, user: str, events: list[SpeechEvent]) -> None:
