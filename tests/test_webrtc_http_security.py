@@ -19,6 +19,7 @@ from transports.webrtc.http_security import (
     allowed_hosts_middleware,
     cors_middleware,
     json_errors_middleware,
+    read_json_object,
     security_middlewares,
 )
 from transports.webrtc.settings import WebRTCSettings
@@ -28,7 +29,6 @@ from transports.webrtc.validation import (
     ClientInputError,
     bearer_token,
     check_room_token,
-    decode_json_object,
     keys_match,
     parse_join_body,
     validate_participant_id,
@@ -52,7 +52,7 @@ def api_app(settings: WebRTCSettings, *, require_token: bool = True, bind_host: 
 
     async def join(request: web.Request) -> web.Response:
         room = validate_room_name(request.match_info["room"])
-        body = decode_json_object(await request.read())
+        body = await read_json_object(request)
         user = check_room_token(token_of(request, body.get("token")), room, SECRET, required=require_token)
         joined = parse_join_body(body, speakable=["en", "es"], hearable=["en", "es"], default_language="en")
         return web.json_response({"room": room, "name": joined.name, "user": user, "participant_id": PID, "key": KEY})

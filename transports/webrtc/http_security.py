@@ -30,7 +30,7 @@ from loguru import logger
 
 from transports.webrtc.hosts import HostRules, origin_allowed
 from transports.webrtc.settings import WebRTCSettings
-from transports.webrtc.validation import ClientInputError
+from transports.webrtc.validation import MAX_BODY_BYTES, ClientInputError, decode_json_object
 
 __all__ = [
     "ALLOWED_HEADERS",
@@ -40,6 +40,7 @@ __all__ = [
     "cors_middleware",
     "json_errors_middleware",
     "origin_allowed",
+    "read_json_object",
     "security_middlewares",
 ]
 
@@ -137,6 +138,17 @@ async def json_errors_middleware(request: web.Request, handler: Handler) -> web.
     except Exception:
         logger.exception(f"{request.method} {request.path[:200]!r} failed")
         return _error(500, "internal error")
+
+
+async def read_json_object(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, object]:
+    """The request's body as one JSON object, or a :class:`ClientInputError`.
+
+    Raises:
+        ClientInputError: 413 past ``max_bytes`` (aiohttp's own ``client_max_size``
+            gives ``HTTPRequestEntityTooLarge``, also a 413); 400 when not UTF-8 JSON,
+            nested too deeply or not an object.
+    """
+    return decode_json_object(await request.read(), max_bytes=max_bytes)
 
 
 def security_middlewares(settings: WebRTCSettings, *, bind_host: str | None = None) -> list[Middleware]:
