@@ -6,7 +6,9 @@ Everything here is frame-free and synchronous. Audio inside polyvox is a 1-D
 
 * :func:`load_audio` decodes any file ffmpeg can read (wav, mp3, ogg, flac, m4a,
   webm, ...) to mono int16 at the rate asked for. PCM and float WAV files are read
-  with the standard library, without spawning ffmpeg.
+  with the standard library, without spawning ffmpeg. Decoding is capped by total
+  samples (duration × rate × channels), checked from the header first and enforced
+  while ffmpeg's output streams in, so a small file cannot decode into gigabytes.
 * :func:`resample`, :func:`to_mono_int16`, :func:`float_to_int16` and
   :func:`int16_to_float` convert between rates, layouts and sample types.
 * :func:`write_wav` writes mono int16 WAV files; :func:`rms_dbfs` measures level.
@@ -25,6 +27,7 @@ import stat
 import struct
 import subprocess
 import tempfile
+import threading
 import wave
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +39,7 @@ import soxr
 from pipeline.errors import AudioInputError
 
 __all__ = [
+    "MAX_SAMPLES_PER_SECOND",
     "float_to_int16",
     "int16_to_float",
     "load_audio",
@@ -56,6 +60,19 @@ _BLOCK_FRAMES = 1 << 18
 #: Seconds the ffprobe call may take; it reads headers only, so anything longer
 #: means a pathological input.
 _PROBE_TIMEOUT_S = 60.0
+
+#: Default cap on decoded samples per second of ``max_seconds``, all channels counted:
+#: 8 channels at 48 kHz (7.1 film audio, or stereo at 192 kHz). A 499 KB FLAC of
+#: 299 s × 8 channels × 384 kHz holds 918 million samples, 8× what this allows for
+#: 299 s; without a cap, decoding it took 5.3 GB of memory.
+MAX_SAMPLES_PER_SECOND = 8 * 48000
+
+#: Bytes of ffmpeg output handled per step: memory while decoding is this plus the
+#: mono result at the rate asked for, whatever the file's rate and channel count.
+_DECODE_CHUNK_BYTES = 1 << 20
+#: ffmpeg decodes far faster than real time; a decode that takes longer than this
+#: plus a tenth of the longest audio allowed is stuck (a pathological file).
+_DECODE_TIMEOUT_BASE_S = 60.0
 
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -78,6 +95,7 @@ def load_audio(
     sample_rate: int = 16000,
     max_bytes: int = 500 * _MiB,
     max_seconds: float = 4 * 3600,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Decode an audio file to mono 16-bit PCM at ``sample_rate``.
 
@@ -85,44 +103,79 @@ def load_audio(
     averaged and the result is resampled with soxr. Integer PCM and float WAV
     (including ``WAVE_FORMAT_EXTENSIBLE``, as ffmpeg writes for 24-bit) are read
     with the standard library, whatever the file's name; everything else (mp3,
-    ogg/vorbis, ogg/opus, flac, m4a, webm, µ-law WAV, ...) is decoded through
-    pydub, which needs ffmpeg on ``PATH``.
+    ogg/vorbis, ogg/opus, flac, m4a, webm, µ-law WAV, ...) is decoded by ffmpeg,
+    which must be on ``PATH``; its output is read as it streams in, downmixed and
+    resampled piece by piece, so memory holds little more than the result.
+
+    Decoding is capped by total samples, every channel counted: a file whose header
+    says it holds more than ``max_samples`` is refused before decoding, and a decode
+    that passes the cap anyway (a header that understates) is stopped there.
 
     Args:
         path: The file to read.
         sample_rate: The sample rate of the returned samples, in Hz.
         max_bytes: Refuse files larger than this many bytes.
         max_seconds: Refuse audio longer than this many seconds.
+        max_samples: Refuse audio that decodes to more samples than this (duration ×
+            rate × channels); default ``max_seconds`` × :data:`MAX_SAMPLES_PER_SECOND`.
 
     Returns:
         A 1-D ``numpy.int16`` array of mono samples at ``sample_rate``.
 
     Raises:
         AudioInputError: The file is missing, a directory, empty, too large, not
-            audio, corrupt, has no samples, is longer than ``max_seconds``, or needs
-            ffmpeg and ffmpeg is not installed. The message is one line naming the file.
-        ValueError: ``sample_rate``, ``max_bytes`` or ``max_seconds`` is not positive.
+            audio, corrupt, has no samples, is longer than ``max_seconds``, decodes to
+            more than ``max_samples``, or needs ffmpeg and ffmpeg is not installed.
+            The message is one line naming the file.
+        ValueError: ``sample_rate``, ``max_bytes``, ``max_seconds`` or ``max_samples``
+            is not positive.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if max_bytes <= 0 or max_seconds <= 0:
         raise ValueError("max_bytes and max_seconds must be positive")
+    if max_samples is None:
+        max_samples = int(max_seconds * MAX_SAMPLES_PER_SECOND)
+    if max_samples <= 0:
+        raise ValueError("max_samples must be positive")
 
     path = Path(path)
     name = _display_name(path)
     size = _check_file(path, name, max_bytes)
+    limits = _Limits(max_seconds, max_samples)
 
-    decoded = _read_plain_wav(path, name, size, max_seconds)
-    if decoded is None:
-        decoded = _decode_with_ffmpeg(path, name, max_seconds)
-    pcm, rate = decoded
+    decoded = _read_plain_wav(path, name, size, limits)
+    if decoded is not None:
+        pcm, rate = decoded
+        _check_length(name, pcm, rate, max_seconds)
+        return resample(pcm, rate, sample_rate)
+    # ffmpeg's output is resampled as it arrives; its length is checked there too.
+    pcm, rate = _decode_with_ffmpeg(path, name, limits, sample_rate)
+    _check_length(name, pcm, rate, max_seconds)
+    return pcm
 
+
+class _Limits:
+    """What a decode may produce: seconds, and samples with every channel counted."""
+
+    def __init__(self, max_seconds: float, max_samples: int) -> None:
+        self.max_seconds = max_seconds
+        self.max_samples = max_samples
+
+    def check_header(self, name: str, seconds: float, rate: int, channels: int) -> None:
+        """Refuse what a header promises before anything is decoded (NaN: unknown)."""
+        if seconds > self.max_seconds:  # NaN compares False
+            raise AudioInputError(_too_long(name, seconds, self.max_seconds))
+        if seconds * rate * channels > self.max_samples:
+            raise AudioInputError(_too_many_samples(name, seconds, rate, channels, self.max_samples))
+
+
+def _check_length(name: str, pcm: np.ndarray, rate: int, max_seconds: float) -> None:
     if pcm.size == 0:
         raise AudioInputError(f"{name}: contains no audio samples")
     seconds = pcm.size / rate
     if seconds > max_seconds:
         raise AudioInputError(_too_long(name, seconds, max_seconds))
-    return resample(pcm, rate, sample_rate)
 
 
 def _display_name(path: Path) -> str:
@@ -135,6 +188,14 @@ def _too_long(name: str, seconds: float, max_seconds: float) -> str:
     return (
         f"{name}: audio is too long ({_format_duration(seconds)}; "
         f"the limit is {_format_duration(max_seconds)})"
+    )
+
+
+def _too_many_samples(name: str, seconds: float | None, rate: int, channels: int, max_samples: int) -> str:
+    size = f"{_format_duration(seconds)} × " if seconds is not None else ""
+    return (
+        f"{name}: too much audio data to decode ({size}{channels} channels × {rate} Hz; "
+        f"the limit is {max_samples / 1e6:.1f} million samples)"
     )
 
 
@@ -183,9 +244,8 @@ class _WaveReader(wave.Wave_read):
 
     Python 3.11's reader refuses the extensible header, which ffmpeg and most
     recorders write for 24-bit or multi-channel PCM (Python 3.12 accepts it), and
-    IEEE float samples, which scipy and DAWs write. Both are still plain samples;
-    through pydub instead, extensible float would be misread as integers and 24-bit
-    samples converted one by one in Python. A block alignment that does not match
+    IEEE float samples, which scipy and DAWs write. Both are still plain samples,
+    read here without starting an ffmpeg process. A block alignment that does not match
     the sample width (e.g. 20-bit samples padded to 4 bytes), which the stdlib reader
     would silently misread, is refused so that such files go to ffmpeg.
 
@@ -223,7 +283,7 @@ class _WaveReader(wave.Wave_read):
 
 
 def _read_plain_wav(
-    path: Path, name: str, size: int, max_seconds: float
+    path: Path, name: str, size: int, limits: _Limits
 ) -> tuple[np.ndarray, int] | None:
     """Read an integer-PCM or float WAV file with the standard library.
 
@@ -243,8 +303,7 @@ def _read_plain_wav(
                 # Streaming writers leave the data size at 0 or 0xFFFFFFFF; never
                 # trust it past the end of the file.
                 frames = min(reader.getnframes(), size // (channels * width))
-                if frames / rate > max_seconds:
-                    raise AudioInputError(_too_long(name, frames / rate, max_seconds))
+                limits.check_header(name, frames / rate, rate, channels)
                 data = reader.readframes(frames)
     except (wave.Error, EOFError, struct.error, RuntimeError):
         # RuntimeError: the stdlib's chunk reader raises it for a chunk size that
@@ -262,8 +321,10 @@ def _read_plain_wav(
     return to_mono_int16(data, channels, width), rate
 
 
-def _decode_with_ffmpeg(path: Path, name: str, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Decode ``path`` with pydub/ffmpeg, after a cheap ffprobe look at it."""
+def _decode_with_ffmpeg(
+    path: Path, name: str, limits: _Limits, sample_rate: int
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` with ffmpeg to mono at ``sample_rate``, after a cheap ffprobe look."""
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise AudioInputError(
             f"{name}: decoding this file needs ffmpeg, which is not installed "
@@ -280,49 +341,120 @@ def _decode_with_ffmpeg(path: Path, name: str, max_seconds: float) -> tuple[np.n
             f"{name}: not a readable audio file (ffmpeg sees a '{container}' file "
             "with no audio stream)"
         )
-    try:
-        duration = float((probe.get("format") or {}).get("duration", "nan"))
-    except (TypeError, ValueError):
-        duration = float("nan")
-    if duration > max_seconds:  # NaN (unknown duration) compares False
-        raise AudioInputError(_too_long(name, duration, max_seconds))
+    stream = audio[0]
+    rate = _positive_int(stream.get("sample_rate"))
+    channels = _positive_int(stream.get("channels"))
+    if rate is None or channels is None:
+        raise AudioInputError(_not_audio(path, name, "no sample rate or channel count"))
+    duration = _seconds(stream.get("duration"))
+    if duration != duration:  # NaN: the stream does not say; the container may
+        duration = _seconds((probe.get("format") or {}).get("duration"))
+    limits.check_header(name, duration, rate, channels)
+    return _stream_ffmpeg(source, path, name, limits, rate, channels, sample_rate), sample_rate
 
-    # Imported here: pydub warns at import time when ffmpeg is missing, which is
-    # noise for callers that only ever read WAV.
-    from pydub import AudioSegment
-    from pydub.exceptions import CouldntDecodeError
 
+def _positive_int(value: object) -> int | None:
     try:
-        # Naming the codec (ffmpeg maps a codec name to its decoder) stops pydub from
-        # probing the file again to pick an output sample format, a guess that breaks
-        # on some streams and keeps float codecs at 32 bits; ffmpeg's default 16-bit
-        # output is all we keep anyway. ``duration`` caps what ffmpeg decodes, so a
-        # file whose header understates its length cannot fill memory; the length
-        # check in load_audio reports it.
-        segment = AudioSegment.from_file(
-            source, codec=audio[0]["codec_name"], duration=max_seconds + 1
-        )
-    except CouldntDecodeError as exc:
-        raise AudioInputError(_not_audio(path, name, _last_line(str(exc), source))) from None
-    except OSError as exc:
-        raise AudioInputError(f"{name}: cannot decode file ({exc.strerror or exc})") from None
-    except (IndexError, KeyError, ValueError):
-        # pydub's own WAV parser (tried first for *.wav) trips over odd headers.
-        raise AudioInputError(_not_audio(path, name, "")) from None
-    if segment.sample_width not in (1, 2, 3, 4) or segment.channels < 1 or segment.frame_rate < 1:
-        # pydub's own parser, tried first for *.wav, believes whatever a header says.
-        raise AudioInputError(_not_audio(path, name, "implausible WAV header"))
-    # pydub hands back 8-bit audio signed and 24-bit audio widened to 32 bits.
-    pcm = to_mono_int16(
-        segment.raw_data, segment.channels, segment.sample_width, unsigned_8bit=False
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _seconds(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return float("nan")
+
+
+def _stream_ffmpeg(
+    source: str, path: Path, name: str, limits: _Limits, rate: int, channels: int, sample_rate: int
+) -> np.ndarray:
+    """Run ffmpeg on the first audio stream and turn its output into mono at ``sample_rate``.
+
+    ffmpeg writes 16-bit samples at the stream's own rate and channel count (asked for
+    explicitly, so a stream that changes them midway is converted, not misread). They
+    are read a chunk at a time, averaged to mono and resampled with a streaming soxr
+    resampler; decoding stops as soon as the output passes ``max_seconds`` or
+    ``max_samples``, whatever the header said.
+    """
+    command = [
+        "ffmpeg", "-v", "error", "-nostdin", "-i", source,
+        "-map", "0:a:0", "-vn", "-sn", "-dn",
+        "-ac", str(channels), "-ar", str(rate), "-f", "s16le", "-acodec", "pcm_s16le", "-",
+    ]  # fmt: skip
+    frame_bytes = 2 * channels
+    max_frames = int(limits.max_seconds * rate) + 1
+    max_bytes = min(max_frames * frame_bytes, 2 * limits.max_samples + frame_bytes)
+    resampler = (
+        soxr.ResampleStream(rate, sample_rate, 1, dtype="int16", quality=_SOXR_QUALITY)
+        if rate != sample_rate
+        else None
     )
-    return pcm, int(segment.frame_rate)
+    parts: list[np.ndarray] = []
+    received = 0
+    pending = b""
+    stopped: str | None = None
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+            )
+        except OSError as exc:
+            raise AudioInputError(f"{name}: cannot run ffmpeg ({exc.strerror or exc})") from None
+        timeout = _DECODE_TIMEOUT_BASE_S + limits.max_seconds / 10
+        fired = threading.Event()
+
+        def stop_stuck_decode() -> None:
+            fired.set()
+            process.kill()
+
+        timer = threading.Timer(timeout, stop_stuck_decode)
+        timer.daemon = True
+        timer.start()
+        try:
+            assert process.stdout is not None
+            while chunk := process.stdout.read(_DECODE_CHUNK_BYTES):
+                received += len(chunk)
+                if received > max_bytes:
+                    stopped = "samples" if received > 2 * limits.max_samples else "seconds"
+                    break
+                data = pending + chunk
+                usable = len(data) - len(data) % frame_bytes
+                pending = data[usable:]
+                mono = to_mono_int16(data[:usable], channels, 2)
+                parts.append(resampler.resample_chunk(mono) if resampler is not None else mono)
+        finally:
+            timer.cancel()
+            if process.poll() is None:
+                process.kill()
+            returncode = process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if stopped == "samples":
+            raise AudioInputError(_too_many_samples(name, None, rate, channels, limits.max_samples))
+        if stopped == "seconds":
+            raise AudioInputError(
+                f"{name}: audio is too long (more than the limit of "
+                f"{_format_duration(limits.max_seconds)})"
+            )
+        if fired.is_set():
+            raise AudioInputError(_not_audio(path, name, f"decoding took over {timeout:.0f} s"))
+        if returncode != 0:
+            stderr.seek(0)
+            reason = _last_line(stderr.read().decode("utf-8", "replace"), source)
+            raise AudioInputError(_not_audio(path, name, reason))
+    if resampler is not None:
+        parts.append(resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
 
 def _probe(source: str, path: Path, name: str) -> dict:
     command = [
         "ffprobe", "-v", "error", "-of", "json",
-        "-show_entries", "format=format_name,duration:stream=codec_type,codec_name",
+        "-show_entries",
+        "format=format_name,duration:stream=codec_type,codec_name,sample_rate,channels,duration",
         source,
     ]  # fmt: skip
     try:
@@ -423,7 +555,7 @@ def to_mono_int16(
         channels: Number of interleaved channels (1 or more).
         sample_width: Bytes per sample: 1, 2, 3 or 4.
         unsigned_8bit: Whether 8-bit samples are unsigned, offset by 128 (the WAV
-            convention). pydub hands back signed 8-bit samples: pass ``False``.
+            convention). Signed 8-bit samples (as pydub hands back): pass ``False``.
 
     Returns:
         A 1-D ``numpy.int16`` array with one sample per frame. A trailing partial

@@ -68,9 +68,9 @@ def peak_hz(pcm: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / pcm.size)
 
 
-def assert_is_tone(pcm: np.ndarray, rate: int, seconds: float = SECONDS) -> None:
+def assert_is_tone(pcm: np.ndarray, rate: int, seconds: float = SECONDS, slack_s: float = 0.0) -> None:
     assert pcm.dtype == np.int16 and pcm.ndim == 1
-    assert abs(pcm.size - rate * seconds) <= 0.01 * rate * seconds, pcm.size
+    assert abs(pcm.size - rate * seconds) <= 0.01 * rate * seconds + slack_s * rate, pcm.size
     assert abs(peak_hz(pcm, rate) - TONE_HZ) <= 5.0
     assert rms_dbfs(pcm) > -30.0  # a real signal, not near-silence
 
@@ -232,7 +232,8 @@ def test_output_rate_is_the_one_asked_for(tmp_path: Path, target: int) -> None:
 def test_compressed_formats_round_trip(stereo_source: Path, name: str, args: list[str]) -> None:
     path = ffmpeg_convert(stereo_source, stereo_source.with_name(name), *args)
 
-    assert_is_tone(load_audio(path), 16000)
+    # Codecs with fixed frames (AAC: 1024 samples) may pad the last one out with silence.
+    assert_is_tone(load_audio(path), 16000, slack_s=1024 / 44100)
 
 
 # ---------------------------------------------------------------------------- errors
@@ -351,11 +352,76 @@ def test_missing_ffmpeg_is_reported_with_the_fix(
     assert_is_tone(load_audio(stereo_source), 16000)
 
 
+# ----------------------------------------------------------------------- decode bombs
+
+
+def _silence_flac(path: Path, seconds: float, *, piped: bool = False) -> Path:
+    """A tiny FLAC of 8 channels × 384 kHz of silence; ``piped``: no length in its header."""
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi",
+               "-i", "anullsrc=r=384000:cl=7.1", "-t", str(seconds), "-c:a", "flac"]  # fmt: skip
+    if piped:
+        # Written to a pipe, the encoder cannot go back to fill in the sample count.
+        with open(path, "wb") as out:
+            subprocess.run([*command, "-f", "flac", "pipe:1"], stdout=out, check=True)
+    else:
+        subprocess.run([*command, str(path)], check=True)
+    return path
+
+
+@needs_ffmpeg
+def test_a_decode_bomb_is_refused_from_its_header_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10 s × 8 channels × 384 kHz: 31 million samples in a ~12 KB file.
+    path = _silence_flac(tmp_path / "bomb.flac", 10)
+    assert path.stat().st_size < 100_000
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the header says enough: nothing may be decoded")
+
+    monkeypatch.setattr(audio, "_stream_ffmpeg", no_decoding)
+    with pytest.raises(AudioInputError) as exc:
+        # The default cap for 60 s: 60 × 8 × 48,000 = 23 million samples.
+        load_audio(path, max_seconds=60)
+
+    message = assert_one_line_naming(exc, path)
+    assert "too much audio data" in message and "8 channels × 384000 Hz" in message
+
+
+@needs_ffmpeg
+def test_a_bomb_whose_header_hides_its_length_is_stopped_while_decoding(tmp_path: Path) -> None:
+    path = _silence_flac(tmp_path / "piped.flac", 4, piped=True)  # 12 million samples
+
+    with pytest.raises(AudioInputError) as exc:
+        load_audio(path, max_seconds=60, max_samples=3_000_000)
+    assert "too much audio data" in assert_one_line_naming(exc, path)
+
+    with pytest.raises(AudioInputError) as exc:
+        load_audio(path, max_seconds=2, max_samples=10**9)
+    assert "too long" in assert_one_line_naming(exc, path)
+
+    # Within the caps the same file decodes, streamed, to mono at the rate asked for.
+    pcm = load_audio(path, max_seconds=60, max_samples=13_000_000)
+    assert pcm.dtype == np.int16 and abs(pcm.size - 4 * 16000) <= 16 and np.abs(pcm).max() <= 2
+
+
+def test_a_wav_with_too_many_samples_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = write_pcm16(tmp_path / "wide.wav", [sine(96000, 0.5)] * 8, 96000)  # 384,000 samples
+
+    with pytest.raises(AudioInputError) as exc:
+        load_audio(path, max_seconds=10, max_samples=300_000)
+
+    assert "too much audio data" in assert_one_line_naming(exc, path)
+    assert_is_tone(load_audio(path, max_seconds=10, max_samples=400_000), 16000, seconds=0.5)
+
+
 def test_bad_arguments_are_programming_errors(tmp_path: Path) -> None:
     path = write_pcm16(tmp_path / "tone.wav", [sine(16000)], 16000)
 
     with pytest.raises(ValueError):
         load_audio(path, sample_rate=0)
+    with pytest.raises(ValueError):
+        load_audio(path, max_samples=0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -444,6 +510,6 @@ def test_to_mono_int16_sample_widths() -> None:
 
 def test_module_exports() -> None:
     assert set(audio.__all__) == {
-        "float_to_int16", "int16_to_float", "load_audio", "resample", "rms_dbfs",
+        "MAX_SAMPLES_PER_SECOND", "float_to_int16", "int16_to_float", "load_audio", "resample", "rms_dbfs",
         "to_mono_int16", "write_wav",
     }  # fmt: skip

@@ -307,6 +307,75 @@ def test_sequence_numbers_wrap_around():
     assert receiver.stats["late"] == receiver.stats["duplicates"] == receiver.stats["concealed"] == 0
 
 
+def _packets_numbered(sequences, freq=440.0):
+    """One 20 ms packet of a tone per sequence number, in the order given, as discord.py sends."""
+    sender = DiscordSender(MODES[0])
+    pcm = tone(freq, 0.02 * len(sequences))
+    packets = []
+    for i, seq in enumerate(sequences):
+        sender.voice_client.sequence = (seq - 1) % 65536  # discord.py increments, then sends
+        packets += sender.send_pcm16k(pcm[i * FRAME_16K : (i + 1) * FRAME_16K])
+    assert [parse_rtp(b"\x80\x78" + p[2:12]).sequence for p in packets] == [s % 65536 for s in sequences]
+    return packets
+
+
+def _play(packets, **kwargs):
+    clock = FakeClock()
+    sink = AudioSink()
+    receiver = make_receiver(sink, clock=clock, tail_silence_ms=0, **kwargs)
+    receiver.map_ssrc(1234, 7)
+    for packet in packets:
+        receiver.feed(packet)
+        clock.advance(0.02)
+    receiver.flush(clock.advance(1.0))
+    return receiver, len(sink.pcm(7)) // FRAME_16K
+
+
+def test_a_jump_of_1000_sequence_numbers_resyncs_without_inventing_audio():
+    packets = _packets_numbered([*range(100, 125), *range(1125, 1150)])
+    receiver, frames = _play(packets)
+    assert frames == 50  # exactly the audio sent: nothing filled for the jump
+    assert receiver.stats["restarts"] == 1 and receiver.stats["packets"] == 50
+    assert receiver.stats["concealed"] == 0
+
+
+def test_a_sender_skipping_sequence_numbers_cannot_inflate_its_audio():
+    # Every packet 20 or 50 sequence numbers after the last (with fills of up to 50
+    # frames, the second came out 37× longer than sent): only the real audio comes out.
+    for step in (20, 50):
+        receiver, frames = _play(_packets_numbered(range(0, 50 * step, step)))
+        assert frames == 50 and receiver.stats["packets"] == 50
+        assert receiver.stats["discontinuities"] + receiver.stats["restarts"] == 49
+    # Every packet 4 after the last (3 lost in between): filled, but 4× at most.
+    receiver, frames = _play(_packets_numbered(range(0, 200, 4)))
+    assert frames == 4 * 50 - 3 and receiver.stats["concealed"] == 3 * 49
+
+
+def test_a_few_lost_frames_are_filled_more_are_a_discontinuity():
+    receiver, frames = _play(_packets_numbered([*range(0, 10), *range(13, 20)]))  # 3 lost
+    assert frames == 20 and receiver.stats["concealed"] == 3
+    receiver, frames = _play(_packets_numbered([*range(0, 10), *range(14, 20)]))  # 4 lost
+    assert frames == 16 and receiver.stats["discontinuities"] == 1 and receiver.stats["concealed"] == 0
+    receiver, frames = _play(_packets_numbered([*range(0, 10), *range(14, 20)]), max_fill_frames=5)
+    assert frames == 20 and receiver.stats["concealed"] == 4
+    with pytest.raises(ValueError):
+        make_receiver(AudioSink(), max_fill_frames=51)
+
+
+def test_losses_and_jumps_across_the_65535_wrap():
+    # Two packets lost exactly at the wrap (65535 and 0): concealed, in order.
+    receiver, frames = _play(_packets_numbered([*range(65525, 65535), *range(1, 11)]))
+    assert frames == 22 and receiver.stats["concealed"] == 2 and receiver.stats["restarts"] == 0
+    # A jump of 1,000 across the wrap: resynced, nothing filled.
+    receiver, frames = _play(_packets_numbered([*range(65000, 65020), *range(484, 504)]))
+    assert frames == 40 and receiver.stats["restarts"] == 1 and receiver.stats["concealed"] == 0
+    # Reordered and duplicated around the wrap: still the in-order stream.
+    order = [65533, 65534, 0, 65535, 1, 2, 2, 4, 3, 5]
+    receiver, frames = _play(_packets_numbered(order))
+    assert frames == 9 and receiver.stats["duplicates"] + receiver.stats["late"] == 1
+    assert receiver.stats["concealed"] == 0
+
+
 def test_silence_is_emitted_after_a_user_goes_quiet_and_not_counted_twice():
     clock = FakeClock()
     sink = AudioSink()

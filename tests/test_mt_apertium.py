@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +159,7 @@ def test_restarts_after_the_whole_pipeline_is_killed(engine: ApertiumMTEngine) -
 
 
 def test_timeout_fails_retryably_and_recovers() -> None:
-    impatient = ApertiumMTEngine(timeout_s=1e-6)
+    impatient = ApertiumMTEngine(timeout_s=1e-6, start_timeout_s=0)
     try:
         with pytest.raises(EngineError) as caught:
             impatient.translate(["Hello."], "en", "es")
@@ -208,3 +210,109 @@ def test_load_without_pairs_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(EngineUnavailableError, match="apt install apertium-eng-spa"):
         engine.load()
     assert engine.pairs() == []
+
+
+# --------------------------------------------------------------------------- dying and stuck tools
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+def test_killing_any_tool_between_calls_is_detected_and_never_gives_empty_text(
+    engine: ApertiumMTEngine, which: str
+) -> None:
+    engine.translate(["Hello."], "en", "es")
+    tools = engine.tool_ids("en", "es")
+    assert len(tools) >= 10  # eng-spa is a pipeline of 13 tools
+    victim = {"first": tools[0], "middle": tools[len(tools) // 2], "last": tools[-1]}[which]
+    os.kill(victim, signal.SIGKILL)
+    # Straight away, before anything had time to notice: never "" and never a stall.
+    for text, words in (("The cat is black.", ("gato", "negro")), ("The dog is white.", ("perro", "blanco"))):
+        (translation,) = engine.translate([text], "en", "es")
+        assert all(word in translation for word in words), translation
+    assert victim not in engine.tool_ids("en", "es")
+    assert all(_alive(pid) for pid in engine.tool_ids("en", "es"))
+
+
+def test_a_tool_killed_during_a_call_gives_the_translation_or_a_clear_error(engine: ApertiumMTEngine) -> None:
+    engine.translate(["Hello."], "en", "es")
+    middle = engine.tool_ids("en", "es")[6]
+    text = "The black cat sleeps in the warm sun while the white dog runs. " * 60  # ~0.3 s
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(engine.translate, [text], "en", "es")
+        time.sleep(0.05)
+        os.kill(middle, signal.SIGKILL)
+        try:
+            (translation,) = pending.result(timeout=30)
+        except EngineError as exc:
+            assert exc.retryable and "Apertium" in str(exc)
+        else:
+            assert translation.count("gato") == 60 and translation.count("perro") == 60
+    (after,) = engine.translate(["The house is big."], "en", "es")
+    assert "casa" in after and "grande" in after
+
+
+def test_a_stuck_tool_times_out_then_the_pipeline_recovers() -> None:
+    engine = ApertiumMTEngine(timeout_s=0.5)
+    try:
+        engine.translate(["Hello."], "en", "es")
+        tools = engine.tool_ids("en", "es")
+        stuck = tools[len(tools) // 2]
+        os.kill(stuck, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(EngineError, match="took over 0.52 s for 17 characters") as caught:
+            engine.translate(["The cat is black."], "en", "es")
+        waited = time.monotonic() - started
+        assert caught.value.retryable
+        deadline = time.monotonic() + 5
+        while _alive(stuck) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive(stuck)  # the whole stuck pipeline was killed, stopped tool included
+        (translation,) = engine.translate(["The cat is black."], "en", "es")
+        assert "gato" in translation
+        print(f"\nstuck Apertium tool: timed out after {waited:.2f} s")
+    finally:
+        engine.close()
+
+
+def test_the_timeout_grows_with_the_text() -> None:
+    engine = ApertiumMTEngine(timeout_s=0.25, timeout_per_char_s=0.0)
+    long_text = "The black cat sleeps in the warm sun while the white dog runs. " * 200  # ~1 s
+    try:
+        engine.translate(["Hello."], "en", "es")
+        with pytest.raises(EngineError, match="took over 0.25 s for 12600 characters"):
+            engine.translate([long_text], "en", "es")
+    finally:
+        engine.close()
+    patient = ApertiumMTEngine(timeout_s=0.25)  # + 1 ms per character: 12.85 s here
+    try:
+        (translation,) = patient.translate([long_text], "en", "es")
+        assert translation.count("gato") == 200
+    finally:
+        patient.close()
+
+
+def test_an_empty_answer_for_a_non_blank_text_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.engines.mt import apertium
+
+    (tmp_path / "eng-spa.mode").write_text("")
+    # A "pipeline" that answers every request with nothing (just the NUL that ends it).
+    silent = (
+        f"{shlex.quote(sys.executable)} -u -c 'import sys\n"
+        "for line in iter(lambda: sys.stdin.buffer.read(1), b\"\"):\n"
+        "    line == b\"\\0\" and (sys.stdout.buffer.write(b\"\\0\"), sys.stdout.flush())'"
+    )
+    monkeypatch.setattr(apertium, "_pipeline_command", lambda mode: silent)
+    engine = ApertiumMTEngine(modes_dir=str(tmp_path))
+    try:
+        with pytest.raises(EngineError, match="answered nothing for a non-blank text"):
+            engine.translate(["The cat is black."], "en", "es")
+        assert engine.translate(["", "  "], "en", "es") == ["", ""]  # blank in, blank out
+    finally:
+        engine.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,12 @@ import numpy as np
 import pytest
 
 from pipeline.engines.tts.espeak import EspeakTTSEngine
-from pipeline.errors import ConfigError, EngineUnavailableError, UnsupportedLanguageError
+from pipeline.errors import (
+    ConfigError,
+    EngineError,
+    EngineUnavailableError,
+    UnsupportedLanguageError,
+)
 
 if shutil.which("espeak-ng") is None:
     pytest.fail("espeak-ng is not installed (apt install espeak-ng)", pytrace=False)
@@ -185,3 +191,67 @@ def test_configured_voice_with_variant_is_used():
     b = np.concatenate(list(female.synthesize("Hello there.", "en")))
 
     assert not (len(a) == len(b) and np.array_equal(a, b))
+
+
+# --------------------------------------------------------------------------- dying and stuck
+
+
+#: ~1,600 characters of one sentence (split at commas into pieces of a few hundred).
+LONG_SENTENCE = ", ".join(["the quick brown fox jumps over the lazy dog while the cat sleeps"] * 25) + "."
+
+
+def _running_espeak() -> int:
+    (pid,) = [pid for pid, state in espeak_children() if state != "Z"]
+    return pid
+
+
+def test_a_killed_espeak_is_an_error_not_silence(engine):
+    stream = engine.synthesize(LONG_SENTENCE, "en")
+    first = next(stream)
+    assert first.size
+    os.kill(_running_espeak(), signal.SIGKILL)
+    with pytest.raises(EngineError, match=r"espeak-ng was killed \(SIGKILL\)") as caught:
+        for _ in stream:
+            pass
+    assert caught.value.retryable
+    assert espeak_children() == []
+
+
+def test_a_stuck_espeak_times_out_and_is_killed():
+    impatient = EspeakTTSEngine(timeout_s=0.3, timeout_per_char_s=0.0)
+    stream = impatient.synthesize(LONG_SENTENCE, "en")
+    next(stream)
+    os.kill(_running_espeak(), signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match=r"took over 0\.30 s for a sentence of \d+ characters") as caught:
+        for _ in stream:
+            pass
+    print(f"\nstuck espeak-ng: timed out {time.monotonic() - started:.2f} s after it stopped")
+    assert caught.value.retryable
+    assert espeak_children() == []
+    assert list(impatient.synthesize("Still here.", "en"))  # the next sentence speaks
+
+
+def test_time_the_caller_takes_between_chunks_does_not_count():
+    engine = EspeakTTSEngine(timeout_s=0.3, timeout_per_char_s=0.0)
+    chunks = []
+    for chunk in engine.synthesize("One short sentence, spoken slowly by its reader.", "en"):
+        chunks.append(chunk)
+        if len(chunks) <= 3:
+            time.sleep(0.4)  # more than the whole deadline, three times
+    assert seconds(chunks, engine) > 1.0
+
+
+def test_no_audio_for_a_non_blank_sentence_is_an_error(engine, monkeypatch):
+    quiet = EspeakTTSEngine()
+    quiet.load()
+    monkeypatch.setattr(quiet, "_executable", shutil.which("true"))  # exits 0, writes nothing
+    with pytest.raises(EngineError, match="wrote no audio for a sentence of 6 characters"):
+        list(quiet.synthesize("Hello.", "en"))
+
+
+def test_timeouts_must_be_positive():
+    with pytest.raises(ConfigError):
+        EspeakTTSEngine(timeout_s=0)
+    with pytest.raises(ConfigError):
+        EspeakTTSEngine(timeout_per_char_s=-1)

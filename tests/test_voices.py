@@ -168,6 +168,100 @@ def test_a_file_over_the_size_cap_is_refused(tmp_path, vad, librivox):
     assert_nothing_stored(store)
 
 
+class RecordingLoader:
+    """Loads a SpectrumCloner and records when, as the slow XTTS loader would be called."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.cloner = SpectrumCloner()
+
+    def __call__(self) -> SpectrumCloner:
+        self.loads += 1
+        return self.cloner
+
+
+def _bomb(path: Path) -> Path:
+    # 10 s × 8 channels × 384 kHz of silence: 31 million samples in ~12 KB.
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "anullsrc=r=384000:cl=7.1",
+         "-t", "10", "-c:a", "flac", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def test_a_bad_file_is_refused_before_the_voice_model_is_loaded(tmp_path, vad, librivox, speech):
+    # Enrollment limits of 60 s of audio cap decoding at 60 × 8 × 48,000 samples.
+    limits = EnrollmentLimits(max_audio_s=60.0, max_file_bytes=2_000_000)
+    store = VoiceStore(tmp_path / "voices", vad=vad, limits=limits)
+    text = tmp_path / "notes.mp3"
+    text.write_text("meeting notes\n" * 50)
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(16000 * 5, dtype=np.int16), 16000)
+    short = tmp_path / "short.wav"
+    write_wav(short, librivox[1].pcm, 16000)
+    big = tmp_path / "big.wav"
+    write_wav(big, np.concatenate([speech] * 3), 16000)  # 2.6 MB
+    cases = [
+        (tmp_path / "missing.wav", "file not found"),
+        (text, "not a readable audio file"),
+        (silence, "is silence"),
+        (short, "only"),
+        (big, "file is too large"),
+        (_bomb(tmp_path / "bomb.flac"), "too much audio data"),
+    ]
+    loader = RecordingLoader()
+    for path, message in cases:
+        with pytest.raises(AudioInputError, match=message):
+            store.enroll_file("alice", path, loader)
+    assert loader.loads == 0
+    assert_nothing_stored(store)
+
+    good = tmp_path / "alice.wav"
+    write_wav(good, speech, 16000)
+    profile = store.enroll_file("alice", good, loader)
+    assert loader.loads == 1 and loader.cloner.calls and profile.version == 1
+
+
+def test_the_enroll_command_checks_the_file_before_loading_the_model(tmp_path, monkeypatch, speech):
+    from types import SimpleNamespace
+
+    from voices import cli
+
+    loads: list[str] = []
+
+    class LoadedEngine(SpectrumCloner):
+        def close(self) -> None:
+            loads.append("closed")
+
+    def load(settings):
+        loads.append(settings.tts.engine)
+        return LoadedEngine()
+
+    monkeypatch.setattr(cli, "_load_cloning_engine", load)
+    settings = SimpleNamespace(
+        tts=SimpleNamespace(engine="xtts", model=None, device="auto", options={}),
+        voices=SimpleNamespace(data_dir=str(tmp_path / "voices")),
+    )
+    bad = tmp_path / "silence.wav"
+    write_wav(bad, np.zeros(16000 * 5, dtype=np.int16), 16000)
+    args = SimpleNamespace(voices_command="enroll", user="alice", file=str(bad))
+    with pytest.raises(VoiceEnrollmentError, match="is silence"):
+        cli.run_voices_command(args, settings)
+    assert loads == []
+
+    good = tmp_path / "alice.wav"
+    write_wav(good, speech, 16000)
+    assert cli.run_voices_command(SimpleNamespace(voices_command="enroll", user="alice", file=str(good)), settings) == 0
+    assert loads == ["xtts", "closed"]
+
+    # An engine that cannot clone is a configuration error before the file is even read.
+    espeak = SimpleNamespace(tts=SimpleNamespace(engine="espeak"), voices=settings.voices)
+    with pytest.raises(ConfigError, match="cannot clone"):
+        cli.run_voices_command(SimpleNamespace(voices_command="enroll", user="bob", file="/nonexistent"), espeak)
+    assert loads == ["xtts", "closed"]
+
+
 def test_an_engine_that_cannot_clone_is_refused(store, speech):
     with pytest.raises(ConfigError, match="cannot clone voices"):
         store.enroll("alice", speech, NotACloner())  # type: ignore[arg-type]

@@ -34,8 +34,21 @@ __all__ = [
 DEFAULT_DATA_DIR = "~/.local/share/polyvox/voices"
 
 
-def enroll_voice(store: VoiceStore, engine: VoiceCloner, user_id: str, path: str | os.PathLike[str]) -> str:
-    """Enroll ``user_id`` from the audio file ``path``; returns the line to print."""
+def enroll_voice(
+    store: VoiceStore,
+    engine: VoiceCloner | Callable[[], VoiceCloner],
+    user_id: str,
+    path: str | os.PathLike[str],
+) -> str:
+    """Enroll ``user_id`` from the audio file ``path``; returns the line to print.
+
+    Args:
+        store: Where the profile goes.
+        engine: The cloning engine, or a loader of it: called only once the file
+            passed every check (exists, size, decodes, 3-60 s of speech).
+        user_id: Whose voice this is.
+        path: The recording.
+    """
     profile = store.enroll_file(user_id, path, engine)
     return (
         f"enrolled the voice of {user_id} from {os.fsdecode(path)}: "
@@ -119,19 +132,28 @@ def run_voices_command(args: argparse.Namespace, settings: Any) -> int:
     elif args.voices_command == "forget":
         print(forget_voice(store, args.user))
     elif args.voices_command == "enroll":
-        engine = _cloning_engine(settings)
+        # Cheap checks first: the configuration, then the file (size, decoding, speech
+        # by the VAD); the voice model (~10 s, 1.1 GB for XTTS) loads only after both.
+        _require_cloning_engine(settings)
+        loaded: list[Any] = []
+
+        def load_engine() -> Any:
+            loaded.append(_load_cloning_engine(settings))
+            return loaded[-1]
+
         try:
-            print(enroll_voice(store, engine, args.user, args.file))
+            print(enroll_voice(store, load_engine, args.user, args.file))
         finally:
-            engine.close()
+            for engine in loaded:
+                engine.close()
     else:  # pragma: no cover - argparse allows only the three
         raise ConfigError(f"unknown voices command {args.voices_command!r}")
     return 0
 
 
-def _cloning_engine(settings: Any) -> Any:
-    """The configured TTS engine, loaded, if it clones voices."""
-    from pipeline.engines.registry import create_engine, engine_class
+def _require_cloning_engine(settings: Any) -> None:
+    """Refuse a configured TTS engine that cannot clone voices (imports it, loads nothing)."""
+    from pipeline.engines.registry import engine_class
 
     tts = settings.tts
     if not getattr(engine_class("tts", tts.engine), "clones_voices", False):
@@ -139,6 +161,14 @@ def _cloning_engine(settings: Any) -> Any:
             f"tts engine '{tts.engine}' cannot clone voices; enroll with a profile that uses "
             "xtts (--profile cpu or gpu)"
         )
+
+
+def _load_cloning_engine(settings: Any) -> Any:
+    """The configured TTS engine, created and loaded (the slow part of enrolling)."""
+    from pipeline.engines.registry import create_engine
+
+    _require_cloning_engine(settings)
+    tts = settings.tts
     engine = create_engine("tts", tts.engine, model=tts.model, device=tts.device, options=tts.options)
     engine.load()
     return engine

@@ -18,8 +18,10 @@ from voices.speech import SpeechMeasure, measure_speech
 
 __all__ = [
     "ENROLLMENT_SAMPLE_RATE",
+    "CheckedRecording",
     "EnrollmentLimits",
     "VoiceEnrollmentError",
+    "check_enrollment_file",
     "check_enrollment_speech",
     "load_enrollment_audio",
 ]
@@ -61,10 +63,27 @@ class EnrollmentLimits:
             raise ValueError("max_file_bytes must be positive")
 
 
+@dataclass(frozen=True)
+class CheckedRecording:
+    """A recording that passed every enrollment check, ready for the voice model.
+
+    Attributes:
+        name: What to call it in messages (the file name as given).
+        measure: The speech found in it (seconds, and the speech without pauses).
+    """
+
+    name: str
+    measure: SpeechMeasure
+
+
 def load_enrollment_audio(
     path: str | os.PathLike[str], limits: EnrollmentLimits | None = None
 ) -> np.ndarray:
     """Decode an enrollment file (wav, mp3, ogg, m4a, ...) to 16 kHz mono int16.
+
+    Decoding is capped by the limits' size and length (and so by total samples: see
+    ``pipeline.audio.load_audio``), so a small file that would decode into gigabytes
+    is refused from its header.
 
     Raises:
         AudioInputError: missing, empty, too large, too long, not audio or corrupt
@@ -77,6 +96,25 @@ def load_enrollment_audio(
         max_bytes=limits.max_file_bytes,
         max_seconds=limits.max_audio_s,
     )
+
+
+def check_enrollment_file(
+    path: str | os.PathLike[str], vad: VADEngine, limits: EnrollmentLimits | None = None
+) -> CheckedRecording:
+    """Every check an enrollment file must pass, with no voice model involved.
+
+    The file must exist, fit the size cap, decode, and hold enough (and not too much)
+    speech by the VAD. Run it before loading a cloning model (XTTS takes ~10 s and
+    1.1 GB to load), so a bad file is refused at once.
+
+    Raises:
+        AudioInputError: missing, empty, too large, too long, not audio or corrupt.
+        VoiceEnrollmentError: silence, no speech, too little or too much speech.
+    """
+    limits = limits or EnrollmentLimits()
+    name = os.fsdecode(path)
+    pcm = load_enrollment_audio(path, limits)
+    return CheckedRecording(name, check_enrollment_speech(pcm, vad, limits, name=name))
 
 
 def check_enrollment_speech(

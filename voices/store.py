@@ -23,7 +23,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,10 @@ from pipeline.engines.base import VADEngine
 from pipeline.errors import ConfigError, PolyvoxError
 from voices.enrollment import (
     ENROLLMENT_SAMPLE_RATE,
+    CheckedRecording,
     EnrollmentLimits,
+    check_enrollment_file,
     check_enrollment_speech,
-    load_enrollment_audio,
 )
 from voices.profile import VoiceCloner, VoiceLatents, VoiceProfile
 
@@ -150,12 +151,31 @@ class VoiceStore:
             EngineError: the model failed.
             VoiceStoreError: the profile could not be written.
         """
-        if not isinstance(engine, VoiceCloner) or not getattr(engine, "clones_voices", True):
-            raise ConfigError(
-                f"tts engine '{getattr(engine, 'name', type(engine).__name__)}' cannot clone "
-                "voices; enroll with a cloning engine (tts.engine: xtts)"
-            )
+        _require_cloner(engine)
         measure = check_enrollment_speech(pcm, self._vad_engine(), self.limits, name=name)
+        return self.enroll_checked(user_id, CheckedRecording(name, measure), engine)
+
+    def check_file(self, path: str | os.PathLike[str]) -> CheckedRecording:
+        """Check an enrollment file without any voice model: exists, size, decodes, speech.
+
+        Raises:
+            AudioInputError: the file is missing, too large, not audio or corrupt.
+            VoiceEnrollmentError: silence, no speech, under 3 s or over 60 s of speech.
+        """
+        return check_enrollment_file(path, self._vad_engine(), self.limits)
+
+    def enroll_checked(
+        self, user_id: str, recording: CheckedRecording, engine: VoiceCloner
+    ) -> VoiceProfile:
+        """Compute the voice of a checked recording (:meth:`check_file`) and store it.
+
+        Raises:
+            ConfigError: ``engine`` cannot clone voices.
+            EngineError: the model failed.
+            VoiceStoreError: the profile could not be written.
+        """
+        _require_cloner(engine)
+        measure = recording.measure
         latents = engine.condition(measure.speech, ENROLLMENT_SAMPLE_RATE)
         with self._lock:
             previous = self._row(user_id)
@@ -200,16 +220,33 @@ class VoiceStore:
         return profile
 
     def enroll_file(
-        self, user_id: str, path: str | os.PathLike[str], engine: VoiceCloner
+        self,
+        user_id: str,
+        path: str | os.PathLike[str],
+        engine: VoiceCloner | Callable[[], VoiceCloner],
     ) -> VoiceProfile:
         """Enroll from an audio file (wav, mp3, ogg, m4a, ... anything ffmpeg reads).
+
+        The file is checked completely (:meth:`check_file`) before the voice model is
+        used; pass a loader as ``engine`` and the model is not even loaded for a file
+        that fails.
+
+        Args:
+            user_id: Whose voice this is.
+            path: The recording.
+            engine: A cloning TTS engine, or a zero-argument callable that loads and
+                returns one (called only once the file passed every check).
 
         Raises:
             AudioInputError: the file is missing, too large, not audio or corrupt.
             VoiceEnrollmentError, ConfigError, EngineError, VoiceStoreError: see :meth:`enroll`.
         """
-        pcm = load_enrollment_audio(path, self.limits)
-        return self.enroll(user_id, pcm, engine, name=os.fsdecode(path))
+        if isinstance(engine, VoiceCloner):
+            _require_cloner(engine)  # a wrong engine is reported before the file's checks
+        recording = self.check_file(path)
+        if not isinstance(engine, VoiceCloner) and callable(engine):
+            engine = engine()
+        return self.enroll_checked(user_id, recording, engine)
 
     # -- reading -------------------------------------------------------------------
 
@@ -349,3 +386,11 @@ class VoiceStore:
             vad.load()
             self._vad = vad
         return self._vad
+
+
+def _require_cloner(engine: object) -> None:
+    if not isinstance(engine, VoiceCloner) or not getattr(engine, "clones_voices", True):
+        raise ConfigError(
+            f"tts engine '{getattr(engine, 'name', type(engine).__name__)}' cannot clone "
+            "voices; enroll with a cloning engine (tts.engine: xtts)"
+        )

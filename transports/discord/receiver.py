@@ -16,7 +16,11 @@ The jitter buffer holds a packet only while an earlier sequence number is missin
 in-order packet is decoded at once, and a gap is waited for at most ``jitter_ms``
 (counted from the arrival of the first packet behind it) before it is concealed. So
 audio comes out with no added delay on a clean network, and reordering up to
-``jitter_ms`` deep costs at most that much. Only an SSRC's very first packets wait
+``jitter_ms`` deep costs at most that much. Only short losses are concealed (up to
+``max_fill_frames``, 3 by default: 60 ms of PLC / in-band FEC); a longer gap is a
+discontinuity, skipped without fill, and a jump of more than a second of sequence
+numbers resyncs the stream at once. So whatever sequence numbers a sender uses, the
+audio that comes out is never much longer than the audio that came in. Only an SSRC's very first packets wait
 ``jitter_ms`` (or until ``jitter_ms / 20 + 1`` packets are in), so a stream whose
 first packets arrive out of order still starts at its first one.
 
@@ -60,8 +64,15 @@ _SEQ_MOD = 1 << 16
 #: Lost packets concealed with Opus PLC before falling back to plain silence (PLC
 #: fades out anyway; beyond ~100 ms it only smears).
 _PLC_FRAMES = 5
-#: A gap longer than this (1 s) is a discontinuity (a restarted stream): no fill.
-_MAX_FILL_FRAMES = 50
+#: Default longest gap filled (60 ms); a longer one is a discontinuity: no fill. A
+#: sender that skips sequence numbers must not make audio out of nothing: with fills
+#: of up to 50 frames, a stream jumping 50 at a time came out ~37× longer than it was.
+_DEFAULT_MAX_FILL_FRAMES = 3
+#: Most frames ``max_fill_frames`` may be set to (1 s).
+_MAX_FILL_LIMIT = 50
+#: A packet this far ahead of the expected sequence (over 1 s) resyncs the stream at
+#: once: no reordering is that deep, so waiting for the gap would only delay audio.
+_RESYNC_AHEAD = 50
 #: A packet this far behind the expected sequence is a restarted stream, not a late one.
 _RESTART_BEHIND = 200
 #: Packets a single stream's jitter buffer may hold before it is forced to release.
@@ -171,6 +182,8 @@ class VoiceReceiver:
             current one (discord.py creates and replaces it), or ``None`` (no DAVE).
         sample_rate: Output sample rate in Hz.
         jitter_ms: How long a gap in the sequence is waited for before it is concealed.
+        max_fill_frames: Longest gap (in 20 ms packets) concealed with PLC / FEC;
+            a longer gap is skipped (counted in ``discontinuities``).
         hold_unmapped_ms: How long audio of an SSRC without a user is kept, waiting for
             its SPEAKING event; older audio is dropped (counted in ``unmapped_dropped``).
         tail_silence_ms: Silence emitted by :meth:`flush` after a user goes quiet
@@ -187,6 +200,7 @@ class VoiceReceiver:
         dave_session: Any = None,
         sample_rate: int = 16000,
         jitter_ms: int = 60,
+        max_fill_frames: int = _DEFAULT_MAX_FILL_FRAMES,
         hold_unmapped_ms: int = 1000,
         tail_silence_ms: int = 1000,
         clock: Callable[[], float] = time.monotonic,
@@ -195,6 +209,8 @@ class VoiceReceiver:
             raise ValueError(f"sample_rate must be in 1..48000, got {sample_rate}")
         if jitter_ms < 0 or hold_unmapped_ms < 0 or tail_silence_ms < 0:
             raise ValueError("jitter_ms, hold_unmapped_ms and tail_silence_ms must not be negative")
+        if not 0 <= max_fill_frames <= _MAX_FILL_LIMIT:
+            raise ValueError(f"max_fill_frames must be in 0..{_MAX_FILL_LIMIT}, got {max_fill_frames}")
         from discord import opus
 
         if not opus.is_loaded() and not opus._load_default():
@@ -203,6 +219,7 @@ class VoiceReceiver:
         self._on_audio = on_audio
         self.sample_rate = sample_rate
         self.jitter = jitter_ms / 1000
+        self.max_fill_frames = max_fill_frames
         self.hold_unmapped = hold_unmapped_ms / 1000
         self.tail_silence_frames = tail_silence_ms // 20
         self._prime_packets = jitter_ms // 20
@@ -375,7 +392,7 @@ class VoiceReceiver:
             else:
                 self.stats["late"] += 1
                 return
-        elif ahead > _MAX_FILL_FRAMES + _MAX_BUFFERED:
+        elif ahead > _RESYNC_AHEAD:
             self._restart(stream, seq, now)
         if seq in stream.buffer:
             self.stats["duplicates"] += 1
@@ -385,10 +402,14 @@ class VoiceReceiver:
         self._release(stream, now, force=len(stream.buffer) > _MAX_BUFFERED)
 
     def _restart(self, stream: _Stream, seq: int, now: float) -> None:
-        """The sender's sequence jumped: play out what is buffered, then start at ``seq``."""
+        """The sender's sequence jumped: play out what is buffered, then start at ``seq``.
+
+        Nothing is filled for the jump: it is a discontinuity, not lost audio.
+        """
         self.stats["restarts"] += 1
         self._release(stream, now, force=True, until_empty=True)
         stream.next_seq = seq
+        stream.silence_credit = 0
 
     def _dave_decrypt(self, user_id: int, payload: bytes) -> bytes | None:
         session = self._dave() if callable(self._dave) and not hasattr(self._dave, "decrypt") else self._dave
@@ -446,7 +467,7 @@ class VoiceReceiver:
         missing = gap - credit
         if missing <= 0:
             return
-        if missing > _MAX_FILL_FRAMES:
+        if missing > self.max_fill_frames:
             self.stats["discontinuities"] += 1
             return
         self.stats["concealed"] += missing

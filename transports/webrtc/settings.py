@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from transports.webrtc.hosts import parse_host_entry
 
 __all__ = ["WebRTCSettings"]
+
+_ORIGIN = re.compile(r"\Ahttps?://(?:[a-z0-9._-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?\Z")
 
 
 class WebRTCSettings(BaseModel):
@@ -15,7 +21,13 @@ class WebRTCSettings(BaseModel):
         max_rooms: Open rooms per server; a join that would open one more gets 429.
         allowed_origins: Browser origins (``https://example.org``) allowed to call the
             API besides the server's own; requests without ``Origin`` (non-browser
-            clients) are judged by their token alone.
+            clients) are judged by their token alone. Their pages get CORS answers
+            (preflight, ``Access-Control-Allow-Origin``).
+        allowed_hosts: Names (or addresses) clients reach the server by, besides the
+            loopback ones (always allowed) and ``server.host`` itself: requests with
+            any other ``Host`` header get 421 (DNS rebinding). ``rooms.example.org``
+            (any port), ``rooms.example.org:8443``, ``.example.org`` (and every name
+            under it) or ``*`` (any: a proxy in front checks hosts).
         require_token: Whether joining needs a room token. ``None``: required when a
             secret is set or the server listens on a non-loopback address (where a
             secret is then mandatory).
@@ -36,6 +48,7 @@ class WebRTCSettings(BaseModel):
     max_participants: int = Field(8, ge=1, le=64)
     max_rooms: int = Field(32, ge=1)
     allowed_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
     require_token: bool | None = None
     token_ttl_s: int = Field(24 * 3600, ge=60)
     joins_per_minute: int = Field(30, ge=1)
@@ -44,3 +57,22 @@ class WebRTCSettings(BaseModel):
     foreign_gain: float = Field(0.3, ge=0.0, le=1.0)
     duck_gain: float = Field(0.15, ge=0.0, le=1.0)
     telephony: bool = True
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for origin in value:
+            text = origin.strip().rstrip("/").lower()
+            if not _ORIGIN.match(text):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme and host (and port) only, "
+                    "e.g. https://example.org or http://localhost:3000"
+                )
+            cleaned.append(text)
+        return cleaned
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_hosts(cls, value: list[str]) -> list[str]:
+        return [parse_host_entry(entry) for entry in value]

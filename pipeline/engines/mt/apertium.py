@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,11 @@ _MODE_NAME = re.compile(
 _SPECIAL = re.compile(r"([\\^$@\[\]/<>{};])")
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _REQUIRED_TOOLS = ("apertium-wblank-mode", "lt-proc", "bash")
+#: While a request waits this long without a word from the pipeline, its tools are
+#: checked; a request normally takes a few milliseconds.
+_HEALTH_CHECK_S = 0.05
+#: Longest wait for a new pipeline's tools to be forked by the shell.
+_FORK_WAIT_S = 1.0
 _INSTALL_HINT = "apt install apertium-eng-spa (or the apertium-<pair> package you need)"
 
 
@@ -52,16 +58,27 @@ class ApertiumMTEngine(MTEngine):
 
     One engine serves every room: each direction's process has its own lock, so
     translations in different directions run in parallel and requests in one direction
-    queue (each takes milliseconds). A request that takes longer than ``timeout_s``
-    kills that process and fails with a retryable :class:`EngineError`; the next request
-    starts a fresh one. A process that died between requests is restarted and the
-    request retried once.
+    queue (each takes milliseconds).
+
+    Every tool of a pipeline is watched, not only the shell that runs them: before and
+    after each request the engine checks that each tool it started is still running.
+    A pipeline that lost any tool (killed, crashed) is restarted, and a request it was
+    answering is retried once on the fresh one: a tool dying in the middle makes the
+    rest of the pipeline flush an empty or partial answer, which is never returned. An
+    empty answer for a non-blank text is a failure too. A request that takes longer
+    than ``timeout_s + timeout_per_char_s × len(text)`` (plus ``start_timeout_s`` when
+    it had to start the pipeline) kills the pipeline and fails with a retryable
+    :class:`EngineError`; the next request starts a fresh one.
 
     Args:
         modes_dir: Where the ``<src>-<tgt>.mode`` files of the installed pairs live.
         mark_unknown: Mark words Apertium does not know with ``*`` (useful when judging
             a pair's coverage; users would rather not see them).
-        timeout_s: Longest wait for one text's translation.
+        timeout_s: Wait for one text's translation on top of the per-character time.
+        timeout_per_char_s: Wait per character of the text (translation runs at ~75 µs
+            per character on a loaded 2-core machine; the default allows 13×).
+        start_timeout_s: Extra wait for a request that starts the pipeline (loading its
+            13 tools' data takes ~0.5 s on a loaded 2-core machine).
     """
 
     name: ClassVar[str] = "apertium"
@@ -71,11 +88,15 @@ class ApertiumMTEngine(MTEngine):
         *,
         modes_dir: str = "/usr/share/apertium/modes",
         mark_unknown: bool = False,
-        timeout_s: float = 10.0,
+        timeout_s: float = 2.0,
+        timeout_per_char_s: float = 0.001,
+        start_timeout_s: float = 10.0,
     ) -> None:
         self._modes_dir = Path(modes_dir)
         self._generator_option = "-g" if mark_unknown else "-n"
         self._timeout_s = timeout_s
+        self._timeout_per_char_s = timeout_per_char_s
+        self._start_timeout_s = start_timeout_s
         self._lock = threading.Lock()
         self._modes: dict[tuple[str, str], Path] | None = None
         self._processes: dict[tuple[str, str], _ApertiumProcess] = {}
@@ -160,6 +181,13 @@ class ApertiumMTEngine(MTEngine):
             process = self._processes.get((_language(source), _language(target)))
         return process.pid if process is not None else None
 
+    def tool_ids(self, source: str, target: str) -> list[int]:
+        """The pids of every tool of the pipeline serving ``source`` → ``target``, in
+        start order (the shell of :meth:`process_id` not included); empty while none runs."""
+        with self._lock:
+            process = self._processes.get((_language(source), _language(target)))
+        return process.tool_ids if process is not None else []
+
     # --- internals ---------------------------------------------------------------------
 
     def _discover(self) -> dict[tuple[str, str], Path]:
@@ -181,7 +209,13 @@ class ApertiumMTEngine(MTEngine):
             process = self._processes.get((source, target))
             if process is None:
                 # Created here, started on its first request, under its own lock.
-                process = _ApertiumProcess(mode, self._generator_option, self._timeout_s)
+                process = _ApertiumProcess(
+                    mode,
+                    self._generator_option,
+                    self._timeout_s,
+                    self._timeout_per_char_s,
+                    self._start_timeout_s,
+                )
                 self._processes[(source, target)] = process
             return process
 
@@ -189,47 +223,87 @@ class ApertiumMTEngine(MTEngine):
 class _ApertiumProcess:
     """One running null-flush pipeline for one mode, used by one request at a time."""
 
-    def __init__(self, mode: Path, generator_option: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        mode: Path,
+        generator_option: str,
+        timeout_s: float,
+        timeout_per_char_s: float,
+        start_timeout_s: float,
+    ) -> None:
         self._mode = mode
         self._generator_option = generator_option
         self._timeout_s = timeout_s
+        self._timeout_per_char_s = timeout_per_char_s
+        self._start_timeout_s = start_timeout_s
         self._lock = threading.Lock()
         self._command: str | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        # Every tool of the running pipeline: pid → start time (so a reused pid is not
+        # taken for the tool), and how many tools the command has.
+        self._tools: dict[int, int] = {}
+        self._tool_count = 0
 
     @property
     def pid(self) -> int | None:
         popen = self._popen
         return popen.pid if popen is not None and popen.poll() is None else None
 
+    @property
+    def tool_ids(self) -> list[int]:
+        return list(self._tools) if self.pid is not None else []
+
     def translate(self, text: str) -> str:
         # NUL ends a request and newlines would be read as blanks anyway.
         payload = (_escape(text.replace("\0", " ")) + "\n\0").encode("utf-8")
+        failure = ""
         with self._lock:
             for attempt in (1, 2):
-                if self._popen is None or self._popen.poll() is not None:
+                timeout = self._timeout_s + self._timeout_per_char_s * len(text)
+                problem = self._health()
+                if problem is not None:
                     if self._popen is not None:
-                        logger.warning("Apertium {} had exited; restarting it", self._mode.stem)
+                        logger.warning("Apertium {} {}; restarting it", self._mode.stem, problem)
+                        self._stop()
                     self._start()
+                    timeout += self._start_timeout_s
                 try:
-                    output = self._exchange(payload)
+                    output = self._exchange(payload, timeout)
                 except _ProcessDied as exc:
-                    diagnostics = self._stop()
-                    if attempt == 2:
-                        raise EngineError(
-                            f"Apertium {self._mode.stem} exited while translating: "
-                            f"{diagnostics or exc}"
-                        ) from None
-                    logger.warning("Apertium {} died mid-request; retrying", self._mode.stem)
-                    continue
+                    failure = f"it exited while translating: {self._stop() or exc}"
                 except TimeoutError:
                     self._stop()
                     raise EngineError(
-                        f"Apertium {self._mode.stem} took over {self._timeout_s:g} s; restarted it"
+                        f"Apertium {self._mode.stem} took over {timeout:.2f} s for "
+                        f"{len(text)} characters; restarted it"
                     ) from None
-                return _unescape(output.decode("utf-8", errors="replace")).strip()
-        raise AssertionError("unreachable")  # pragma: no cover
+                else:
+                    # A tool that died during the request made the tools after it flush
+                    # whatever they had: an empty or partial answer, never to be used.
+                    if len(self._tools) < self._tool_count:  # some were not forked yet at start
+                        self._tools = _process_group_members(self._popen)
+                    problem = self._health()
+                    translation = _unescape(output.decode("utf-8", errors="replace")).strip()
+                    if problem is None and translation:
+                        return translation
+                    failure = problem or "it answered nothing for a non-blank text"
+                    self._stop()
+                if attempt == 1:
+                    logger.warning("Apertium {}: {}; retrying on a fresh pipeline", self._mode.stem, failure)
+        raise EngineError(f"Apertium {self._mode.stem} failed twice: {failure}")
+
+    def _health(self) -> str | None:
+        """``None`` while the shell and every tool it started run; else what is wrong."""
+        popen = self._popen
+        if popen is None:
+            return "is not running"
+        if popen.poll() is not None:
+            return "had exited"
+        for pid, started in self._tools.items():
+            if _process_start(pid) != started:
+                return f"lost a tool of its pipeline (pid {pid})"
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -256,14 +330,18 @@ class _ApertiumProcess:
         # Non-blocking writes: a long text must not block us while the pipeline's output
         # fills its pipe waiting for us to read.
         os.set_blocking(self._popen.stdin.fileno(), False)
-        logger.debug("started Apertium {} (pid {})", self._mode.stem, self._popen.pid)
+        self._tool_count = _count_tools(self._command)
+        self._tools = _wait_for_tools(self._popen, self._tool_count)
+        logger.debug(
+            "started Apertium {} (pid {}, {} tools)", self._mode.stem, self._popen.pid, len(self._tools)
+        )
 
-    def _exchange(self, payload: bytes) -> bytes:
-        """Write one request and read its answer up to the NUL, within the timeout."""
+    def _exchange(self, payload: bytes, timeout: float) -> bytes:
+        """Write one request and read its answer up to the NUL, within ``timeout`` seconds."""
         popen = self._popen
         assert popen is not None and popen.stdin is not None and popen.stdout is not None
         stdin_fd, stdout_fd = popen.stdin.fileno(), popen.stdout.fileno()
-        deadline = time.monotonic() + self._timeout_s
+        deadline = time.monotonic() + timeout
         poller = select.poll()
         poller.register(stdin_fd, select.POLLOUT)
         poller.register(stdout_fd, select.POLLIN)
@@ -273,7 +351,14 @@ class _ApertiumProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            for fd, event in poller.poll(remaining * 1000):
+            events = poller.poll(min(remaining, _HEALTH_CHECK_S) * 1000)
+            if not events:
+                # The shell keeps the output pipe open, so a dead last tool is no EOF:
+                # only looking at the tools tells a dead pipeline from a slow one.
+                problem = self._health()
+                if problem is not None:
+                    raise _ProcessDied(problem)
+            for fd, event in events:
                 if fd == stdin_fd:
                     if event & (select.POLLERR | select.POLLHUP):
                         raise _ProcessDied("its input closed")
@@ -302,6 +387,7 @@ class _ApertiumProcess:
                 bash reaps its tools; whatever is left of the pipeline is then killed.
         """
         popen, self._popen = self._popen, None
+        self._tools = {}
         diagnostics = ""
         if popen is not None:
             if graceful and popen.poll() is None and popen.stdin is not None:
@@ -332,6 +418,67 @@ class _ApertiumProcess:
 
 class _ProcessDied(Exception):
     """The pipeline closed a pipe in the middle of a request."""
+
+
+def _process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot); ``None`` if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ... starttime(22nd)": comm may hold spaces and ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def _count_tools(command: str) -> int:
+    """How many tools a shell pipeline runs: its top-level "|", plus one."""
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        return sum(1 for token in lexer if token == "|") + 1
+    except ValueError:  # unbalanced quotes: bash will say so
+        return 1
+
+
+def _wait_for_tools(popen: subprocess.Popen[bytes], count: int) -> dict[int, int]:
+    """The pipeline's tools once the shell has forked ``count`` of them (or after a second)."""
+    deadline = time.monotonic() + _FORK_WAIT_S
+    while True:
+        tools = _process_group_members(popen)
+        if len(tools) >= count or time.monotonic() > deadline or popen.poll() is not None:
+            return tools
+        time.sleep(0.005)
+
+
+def _process_group_members(popen: subprocess.Popen[bytes] | None) -> dict[int, int]:
+    """The processes of the pipeline's process group (its session), but the shell itself.
+
+    The pipeline runs in a session of its own, so its process group is exactly the
+    shell and the tools it forked. Linux only (``/proc``); elsewhere it finds nothing
+    and only the shell is watched.
+    """
+    if popen is None:
+        return {}
+    members: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == popen.pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 20 and int(fields[2]) == popen.pid and fields[0] not in (b"Z", b"X"):
+            members[int(entry)] = int(fields[19])
+    return dict(sorted(members.items(), key=lambda item: (item[1], item[0])))
 
 
 def _find_modes(modes_dir: Path) -> dict[tuple[str, str], Path]:

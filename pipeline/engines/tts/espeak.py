@@ -3,15 +3,21 @@
 espeak-ng is robotic but small, fast (a sentence takes a few tens of milliseconds) and
 speaks about a hundred languages. It runs as one short-lived process per sentence, so
 calls from many threads never share state and a stalled request can be killed on its
-own. Install it with ``apt install espeak-ng``.
+own: each sentence has a deadline derived from its length, and an espeak-ng that is
+killed, hangs or says nothing for a non-blank sentence is an :class:`EngineError`,
+never silence. Install it with ``apt install espeak-ng``.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
+import signal
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,9 +60,13 @@ class EspeakTTSEngine(TTSEngine):
         rate: Speaking rate in words per minute (80-450).
         pitch: Pitch adjustment (0-99, 50 is the voice's own).
         binary: The espeak-ng executable, a name on ``PATH`` or a path.
+        timeout_s: Longest wait for espeak-ng's output per sentence, on top of the
+            per-character time (time the caller spends between chunks not counted).
+        timeout_per_char_s: Extra wait per character of the sentence (espeak-ng takes
+            ~0.45 ms per character on a loaded 2-core machine; the default allows 20×).
 
     Raises:
-        ConfigError: ``rate`` or ``pitch`` is out of range.
+        ConfigError: ``rate``, ``pitch`` or a timeout is out of range.
     """
 
     name = "espeak"
@@ -69,7 +79,11 @@ class EspeakTTSEngine(TTSEngine):
         rate: int = 165,
         pitch: int = 50,
         binary: str = "espeak-ng",
+        timeout_s: float = 2.0,
+        timeout_per_char_s: float = 0.01,
     ) -> None:
+        if timeout_s <= 0 or timeout_per_char_s < 0:
+            raise ConfigError("espeak timeout_s must be positive and timeout_per_char_s not negative")
         if not 80 <= rate <= 450:
             raise ConfigError(f"espeak rate must be 80-450 words per minute, not {rate}")
         if not 0 <= pitch <= 99:
@@ -80,6 +94,8 @@ class EspeakTTSEngine(TTSEngine):
         self._rate = rate
         self._pitch = pitch
         self._binary = binary
+        self._timeout_s = timeout_s
+        self._timeout_per_char_s = timeout_per_char_s
         self._executable: str | None = None
         self._voices: dict[str, str] = {}
         self._sample_rate = _ESPEAK_SAMPLE_RATE
@@ -177,7 +193,8 @@ class EspeakTTSEngine(TTSEngine):
 
         Raises:
             UnsupportedLanguageError: no espeak-ng voice for ``language``.
-            EngineError: (from the iterator) espeak-ng failed or wrote unreadable audio.
+            EngineError: (from the iterator) espeak-ng failed, was killed, took longer
+                than its deadline, wrote no audio for a sentence or unreadable audio.
         """
         self.load()
         espeak_voice = self._voices.get(normalize(language, strict=False))
@@ -226,25 +243,52 @@ class EspeakTTSEngine(TTSEngine):
             ) from exc
         with self._running_lock:
             self._running.add(process)
+        text = " ".join(sentence.split())
+        budget = self._timeout_s + self._timeout_per_char_s * len(text)
         try:
             assert process.stdin is not None and process.stdout is not None
             try:
                 # espeak-ng --stdin reads all input before it speaks, so writing the
                 # whole sentence first cannot deadlock against a full stdout pipe.
-                process.stdin.write(" ".join(sentence.split()).encode("utf-8"))
+                process.stdin.write(text.encode("utf-8"))
                 process.stdin.close()
             except BrokenPipeError:
                 pass  # espeak-ng exited early; its exit status says why.
             chunk_samples = max(1, round(_CHUNK_SECONDS * self._sample_rate))
             pending = np.empty(0, dtype=np.int16)
-            while data := process.stdout.read(_READ_BYTES):
+            produced = 0
+            # Only time spent waiting for espeak-ng counts against the deadline: a
+            # consumer may take its time between chunks (espeak-ng then just waits).
+            waited = 0.0
+            fd = process.stdout.fileno()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while True:
+                started = time.monotonic()
+                ready = poller.poll(max(0.0, budget - waited) * 1000)
+                waited += time.monotonic() - started
+                if not ready:
+                    raise EngineError(
+                        f"espeak-ng took over {budget:.2f} s for a sentence of {len(text)} "
+                        "characters; killed it"
+                    )
+                data = os.read(fd, _READ_BYTES)
+                if not data:
+                    break
                 samples = stream.feed(data)
+                produced += samples.size
                 if samples.size:
                     pending = np.concatenate((pending, samples)) if pending.size else samples
                 while pending.size >= chunk_samples:
                     yield pending[:chunk_samples].copy()
                     pending = pending[chunk_samples:]
-            returncode = process.wait()
+            try:
+                returncode = process.wait(timeout=max(0.1, budget - waited))
+            except subprocess.TimeoutExpired:
+                raise EngineError("espeak-ng closed its output but did not exit; killed it") from None
+            if returncode < 0:
+                name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+                raise EngineError(f"espeak-ng was killed ({name}) while speaking a sentence")
             if returncode != 0:
                 assert process.stderr is not None
                 detail = process.stderr.read().decode("utf-8", "replace").strip()
@@ -253,6 +297,8 @@ class EspeakTTSEngine(TTSEngine):
                 )
             if stream.started and not stream.header_done:
                 raise EngineError("espeak-ng wrote a truncated WAV header")
+            if produced == 0 and text:
+                raise EngineError(f"espeak-ng wrote no audio for a sentence of {len(text)} characters")
             if pending.size:
                 yield pending.copy()
         finally:
