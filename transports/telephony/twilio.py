@@ -37,6 +37,7 @@ from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from transports.webrtc.mixer import FRAME_SAMPLES, MIX_RATE, FramePacer, ListenerMixer
 from transports.webrtc.transport import PIPELINE_RATE, RoomEndpoint
+from transports.webrtc.validation import ClientInputError
 
 if TYPE_CHECKING:
     from transports.webrtc.server import RoomServer, RoomSession
@@ -165,8 +166,6 @@ class _Call:
         self.upsample = soxr.ResampleStream(PIPELINE_RATE, MIX_RATE, 1, dtype="int16")
 
     async def run(self) -> None:
-        from transports.webrtc.server import ApiError
-
         started = time.monotonic()
         async for message in self.ws:
             if message.type != WSMsgType.TEXT:
@@ -185,7 +184,7 @@ class _Call:
                 if kind == "start":
                     try:
                         await self._start(event)
-                    except ApiError as exc:
+                    except ClientInputError as exc:
                         logger.info(f"phone call refused: {exc.message}")
                         await self.ws.close(code=1008, message=exc.message[:120].encode())
                         return
@@ -203,23 +202,21 @@ class _Call:
                 return
 
     async def _start(self, event: dict[str, Any]) -> None:
-        from transports.webrtc.server import ApiError
-
         start = event.get("start")
         if not isinstance(start, dict):
-            raise ApiError(400, "'start' without its details")
+            raise ClientInputError(400, "'start' without its details")
         params = start.get("customParameters") or {}
         stream_sid = start.get("streamSid") or event.get("streamSid")
         if not isinstance(params, dict) or not isinstance(stream_sid, str) or not stream_sid:
-            raise ApiError(400, "'start' needs streamSid and customParameters")
+            raise ClientInputError(400, "'start' needs streamSid and customParameters")
         media_format = start.get("mediaFormat") or {}
         if media_format and (media_format.get("encoding"), media_format.get("sampleRate")) != ("audio/x-mulaw", 8000):
-            raise ApiError(400, f"unsupported media format {media_format!r}; expected 8 kHz μ-law")
+            raise ClientInputError(400, f"unsupported media format {media_format!r}; expected 8 kHz μ-law")
         server = self.server
         name = server.room_name(params.get("room"))
-        server.check_token(name, params.get("token"))
+        identity = server.check_token(name, params.get("token"))
         speaks, hears, display = server.check_participant(params.get("speaks"), params.get("hears"), params.get("name") or "caller")
-        room, pid = await server.admit(name, display=display, speaks=speaks, hears=hears)
+        room, pid = await server.admit(name, display=display, speaks=speaks, hears=hears, identity=identity)
         serializer = TwilioFrameSerializer(
             stream_sid, params=TwilioFrameSerializer.InputParams(auto_hang_up=False, sample_rate=PIPELINE_RATE)
         )

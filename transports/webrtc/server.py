@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import re
 import secrets
 import time
 import uuid
@@ -46,27 +45,29 @@ from pipeline.languages import normalize
 from pipeline.latency import SessionStats
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
+from transports.webrtc.http_security import read_json_object, security_middlewares
 from transports.webrtc.ice import set_host_addresses
 from transports.webrtc.metrics import ServerMetrics
 from transports.webrtc.settings import WebRTCSettings
-from transports.webrtc.tokens import room_secret, verify_token
+from transports.webrtc.tokens import room_secret
 from transports.webrtc.transport import WebRTCRoomParams, WebRTCRoomTransport
+from transports.webrtc.validation import (
+    MAX_BODY_BYTES,
+    ClientInputError,
+    bearer_token,
+    check_room_token,
+    keys_match,
+    validate_display_name,
+    validate_language,
+    validate_participant_id,
+    validate_participant_key,
+    validate_room_name,
+    validate_sdp_offer,
+)
 
 __all__ = ["RoomServer", "RoomSession", "check_security", "serve_webrtc"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_ROOM_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
-
-
-class ApiError(Exception):
-    """A client mistake: answered with ``status`` and ``message`` (JSON over HTTP)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass
 class RoomSession:
     """One open room: its transport, its interpretation session and the participants' keys."""
@@ -209,7 +210,7 @@ class RoomServer:
             if session is not None:
                 return session
             if len(self.rooms) >= self.settings.max_rooms:
-                raise ApiError(429, f"the server has its maximum of {self.settings.max_rooms} rooms open")
+                raise ClientInputError(429, f"the server has its maximum of {self.settings.max_rooms} rooms open")
             session = await self._open_session(name)
             self.rooms[name] = session
             return session
@@ -227,7 +228,7 @@ class RoomServer:
         try:
             await session.start()
         except SessionError:
-            raise ApiError(503, "the room's pipeline did not start") from None
+            raise web.HTTPServiceUnavailable(reason="the room's pipeline did not start") from None
         logger.info(f"room {name} opened")
         return RoomSession(name, transport, session)
 
@@ -276,7 +277,12 @@ class RoomServer:
     # -- HTTP ---------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[_json_errors], client_max_size=256 * 1024)
+        # Hosts (DNS rebinding), CORS for webrtc.allowed_origins, and JSON errors: client
+        # mistakes are 4xx, only real server faults are a (logged) 500.
+        app = web.Application(
+            middlewares=security_middlewares(self.settings, bind_host=self.host),  # type: ignore[arg-type]
+            client_max_size=MAX_BODY_BYTES,
+        )
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         app.router.add_get("/healthz", self._healthz)
@@ -312,14 +318,6 @@ class RoomServer:
             }
         )
 
-    def _check_origin(self, request: web.Request) -> None:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return  # not a browser: the token decides
-        own = f"{request.scheme}://{request.host}"
-        if origin != own and origin not in self.settings.allowed_origins:
-            raise ApiError(403, "origin not allowed")
-
     def _room_name(self, request: web.Request) -> str:
         return self.room_name(request.match_info["room"])
 
@@ -328,26 +326,21 @@ class RoomServer:
         """``name`` if it is a valid room name.
 
         Raises:
-            ApiError: 400 otherwise.
+            ClientInputError: 400 otherwise.
         """
-        if not isinstance(name, str) or not _ROOM_NAME.match(name):
-            raise ApiError(400, "room names are 1-64 letters, digits, '-' or '_'")
-        return name
+        return validate_room_name(name)
 
-    def check_token(self, room: str, token: Any) -> None:
+    def check_token(self, room: str, token: Any) -> str | None:
         """Whether ``token`` lets its holder into ``room`` (when this server needs tokens).
 
+        Returns:
+            The user the token was made for (``polyvox token ROOM --user NAME``): their
+            identity for enrolled voices and consent; ``None`` when it names nobody.
+
         Raises:
-            ApiError: 401 without a token, 403 with a bad one.
+            ClientInputError: 401 without a token, 400/403 with a bad one.
         """
-        if not self.require_token:
-            return
-        if not isinstance(token, str) or not token:
-            raise ApiError(401, "this server needs a room token (polyvox token ROOM)")
-        assert self._secret is not None
-        problem = verify_token(token, room, self._secret)
-        if problem is not None:
-            raise ApiError(403, problem)
+        return check_room_token(token, room, self._secret, required=self.require_token)
 
     def _rate_limit(self, request: web.Request) -> None:
         client = request.remote or "?"
@@ -356,45 +349,35 @@ class RoomServer:
         while window and now - window[0] > 60:
             window.popleft()
         if len(window) >= self.settings.joins_per_minute:
-            raise ApiError(429, "too many join attempts; try again in a minute")
+            raise ClientInputError(429, "too many join attempts; try again in a minute")
         window.append(now)
         if len(self._joins) > 10000:  # forget idle clients so the table stays small
             for key in [k for k, v in self._joins.items() if not v or now - v[-1] > 60]:
                 del self._joins[key]
 
     async def _room_info(self, request: web.Request) -> web.Response:
-        self._check_origin(request)
         name = self._room_name(request)
-        self.check_token(name, request.query.get("token") or _bearer(request))
+        self.check_token(name, request.query.get("token") or bearer_token(request.headers.get("Authorization")))
         session = self.rooms.get(name)
         if session is None:
             return web.json_response({"room": name, "participants": [], "languages": []})
         return web.json_response(session.describe())
 
     async def _join(self, request: web.Request) -> web.Response:
-        self._check_origin(request)
         name = self._room_name(request)
         self._rate_limit(request)
-        try:
-            body = await request.json()
-        except web.HTTPException:
-            raise  # 413: the body is larger than any offer
-        except Exception:  # noqa: BLE001 - any unparsable body is the client's mistake
-            raise ApiError(400, "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        self.check_token(name, body.get("token") or _bearer(request))
-        sdp, kind = body.get("sdp"), body.get("type")
-        if kind != "offer":
-            raise ApiError(400, "'type' must be 'offer'")
-        if not isinstance(sdp, str) or "m=audio" not in sdp:
-            raise ApiError(400, "'sdp' must be an SDP offer with an audio track")
+        body = await read_json_object(request)
+        # The token first: a client without one learns nothing else about the room.
+        identity = self.check_token(name, body.get("token") or bearer_token(request.headers.get("Authorization")))
+        sdp = validate_sdp_offer(body.get("sdp"), body.get("type"))
         speaks, hears, display = self.check_participant(body.get("speaks"), body.get("hears"), body.get("name"))
         clone_voice = body.get("clone_voice", True)
         if not isinstance(clone_voice, bool):
-            raise ApiError(400, "'clone_voice' must be true or false")
+            raise ClientInputError(400, "'clone_voice' must be true or false")
 
-        session, pid = await self.admit(name, display=display, speaks=speaks, hears=hears, clone_voice=clone_voice)
+        session, pid = await self.admit(
+            name, display=display, speaks=speaks, hears=hears, clone_voice=clone_voice, identity=identity
+        )
         answer = await self._connect(session, pid, sdp)
         # Participant ids are public (captions, listings); leaving needs this key too.
         key = session.keys[pid] = secrets.token_urlsafe(24)
@@ -406,19 +389,19 @@ class RoomServer:
     def check_participant(self, speaks: Any, hears: Any, display: Any) -> tuple[str, str, str]:
         """Validate what a joining participant asked for; returns ``(speaks, hears, name)``.
 
+        Language tags are taken as the registry writes them ("en-US" is "en").
+
         Raises:
-            ApiError: 400 naming the field that is wrong.
+            ClientInputError: 400 naming the field that is wrong.
         """
-        speaks = _language(speaks or self.default_language)
-        if speaks not in self.speakable():
-            raise ApiError(400, f"cannot recognise speech in {speaks!r} (choose from: {', '.join(self.speakable())})")
-        hears = _language(hears or speaks)
-        if hears not in self.hearable():
-            raise ApiError(400, f"cannot interpret into {hears!r} (choose from: {', '.join(self.hearable())})")
-        display = display or "guest"
-        if not isinstance(display, str) or len(display) > 64:
-            raise ApiError(400, "'name' must be text of at most 64 characters")
-        return speaks, hears, " ".join(display.split()) or "guest"
+        speaks = validate_language(
+            _language(speaks), "speaks", self.speakable(), default=self.default_language,
+            unavailable="cannot recognise speech in {value!r}",
+        )
+        hears = validate_language(
+            _language(hears), "hears", self.hearable(), default=speaks, unavailable="cannot interpret into {value!r}"
+        )
+        return speaks, hears, validate_display_name(display)
 
     async def admit(
         self,
@@ -437,15 +420,15 @@ class RoomServer:
             The room and the new participant's id.
 
         Raises:
-            ApiError: 409 when the room is full, 429/503 when it cannot be opened.
+            ClientInputError: 409 when the room is full, 429/503 when it cannot be opened.
         """
         existing = self.rooms.get(name)
         if existing is not None and len(existing.participant_ids) >= self.settings.max_participants:
             self.metrics.inc("polyvox_join_rejections_total")
-            raise ApiError(409, f"room {name} is full ({self.settings.max_participants} participants)")
+            raise ClientInputError(409, f"room {name} is full ({self.settings.max_participants} participants)")
         session = await self._session(name)
         if len(session.participant_ids) >= self.settings.max_participants:
-            raise ApiError(409, f"room {name} is full ({self.settings.max_participants} participants)")
+            raise ClientInputError(409, f"room {name} is full ({self.settings.max_participants} participants)")
         pid = uuid.uuid4().hex
         await session.session.join(
             pid, language=speaks, name=display, hears=hears, identity=identity, clone_voice=clone_voice
@@ -510,7 +493,8 @@ class RoomServer:
             await pc.setLocalDescription(answer)
         except Exception as exc:  # noqa: BLE001 - aiortc rejects bad SDP with assorted errors
             await self.abandon(session, pid)
-            raise ApiError(400, f"could not use the SDP offer: {str(exc)[:200] or type(exc).__name__}") from None
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__  # one line for logs and clients
+            raise ClientInputError(400, f"could not use the SDP offer: {detail}") from None
         return pc.localDescription
 
     def _voice_notice(self) -> str:
@@ -540,15 +524,14 @@ class RoomServer:
         room.transport.send_json({"type": "participants", **room.describe()})
 
     async def _leave(self, request: web.Request) -> web.Response:
-        self._check_origin(request)
         name = self._room_name(request)
-        pid = request.match_info["participant"]
+        pid = validate_participant_id(request.match_info["participant"])
         session = self.rooms.get(name)
         if session is None or pid not in session.transport.peers:
-            raise ApiError(404, "no such participant in this room")
-        key = request.headers.get("X-Participant-Key") or request.query.get("key") or ""
-        if not secrets.compare_digest(key, session.keys.get(pid, "")):
-            raise ApiError(403, "leaving needs the participant's key from the join answer")
+            raise ClientInputError(404, "no such participant in this room")
+        key = validate_participant_key(request.headers.get("X-Participant-Key") or request.query.get("key"))
+        if not keys_match(key, session.keys.get(pid)):
+            raise ClientInputError(403, "leaving needs the participant's key from the join answer")
         await self.leave(name, pid)
         return web.json_response({"left": pid})
 
@@ -581,11 +564,6 @@ def _language(tag: Any) -> Any:
     return normalize(tag, strict=False)
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.startswith("Bearer ") else None
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -593,19 +571,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-    """Every error is JSON; client mistakes are 4xx, never 500."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return web.json_response({"error": exc.message}, status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason}, status=exc.status)
 
 
 async def serve_webrtc(

@@ -399,7 +399,8 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
             return
         metrics.inc("polyvox_utterances_total")
         for stage, seconds in result.utterance.latencies().items():
-            metrics.stage_latency.observe(stage, seconds)
+            if stage != "first_audio_out":  # observed when a listener's track first played it
+                metrics.stage_latency.observe(stage, seconds)
 
     # -- captions -----------------------------------------------------------------
 

@@ -164,7 +164,7 @@ def validate_display_name(value: object, *, default: str = "guest") -> str:
 
 
 def validate_language(
-    value: object, field: str, allowed: Collection[str], *, default: str | None = None
+    value: object, field: str, allowed: Collection[str], *, default: str | None = None, unavailable: str | None = None
 ) -> str:
     """A language field (``speaks``, ``hears``) that must be one of ``allowed``.
 
@@ -173,6 +173,8 @@ def validate_language(
         field: The field's name, for the message.
         allowed: The languages accepted (ISO 639-1 codes).
         default: Used when the field is missing, null or empty.
+        unavailable: What to say of a language not in ``allowed`` ("cannot recognise
+            speech in {value!r}"); default: "{value!r} is not available".
 
     Raises:
         ClientInputError: 400 when not a short language tag or not in ``allowed``.
@@ -183,7 +185,8 @@ def validate_language(
     if not isinstance(value, str) or len(value) > MAX_LANGUAGE_LENGTH or not LANGUAGE_TAG.match(value):
         raise ClientInputError(400, f"'{field}' must be a language code (choose from: {choices})")
     if value not in allowed:
-        raise ClientInputError(400, f"'{field}': {value!r} is not available (choose from: {choices})")
+        why = (unavailable or "{value!r} is not available").format(value=value)
+        raise ClientInputError(400, f"'{field}': {why} (choose from: {choices})")
     return value
 
 
