@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="print a token that lets its holder join a WebRTC room")
     tok.add_argument("room", help="room name (letters, digits, '-', '_')")
     tok.add_argument("--ttl", type=int, metavar="SECONDS", help="validity (default: webrtc.token_ttl_s)")
+    tok.add_argument(
+        "--user", metavar="NAME",
+        help="who the token is for: their enrolled voice (polyvox voices enroll NAME) and voice consent apply",
+    )
     _common(tok)
 
     cfg = sub.add_parser("config", help="print the resolved configuration")
@@ -194,7 +198,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     secret = room_secret()
     if not secret:
         raise ConfigError(f"{SECRET_ENV} is not set: export a long random secret (16+ characters) first")
-    print(make_token(args.room, secret, ttl_s=args.ttl or settings.webrtc.token_ttl_s))
+    print(make_token(args.room, secret, ttl_s=args.ttl or settings.webrtc.token_ttl_s, user=args.user))
     return 0
 
 

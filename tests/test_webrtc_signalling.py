@@ -197,3 +197,29 @@ async def test_the_secret_and_tokens_never_reach_the_logs(http):
         logger.remove(sink)
     text = "".join(lines)
     assert "joined" in text and SECRET not in text and token.partition(".")[2] not in text
+
+
+async def test_a_token_for_an_enrolled_user_brings_their_voice_into_the_room(tmp_path, http):
+    import numpy as np
+
+    from pipeline.session import InterpretationParams
+    from tests.fakes import CloningBeepTTSEngine, tone
+    from voices.consent import VoiceConsent
+    from voices.store import VoiceStore
+
+    engines = fake_engines(tts=CloningBeepTTSEngine())
+    consent = VoiceConsent(VoiceStore(tmp_path / "voices", vad=engines.vad), engine=engines.tts)
+    await consent.enroll("ada", np.concatenate([tone(200, 4.0), tone(300, 3.0)]))
+    factory = SessionFactory(engines, InterpretationParams(), consent=consent)
+    async with RoomServer(factory, settings(), port=0, secret=SECRET) as srv:
+        token = make_token("lobby", SECRET, user="ada")
+        status, answer = await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "name": "Ada", "token": token})
+        assert status == 200
+        participant = srv.rooms["lobby"].room.participants[answer["participant_id"]]
+        assert participant.identity == "ada" and participant.voice.source == "enrolled"
+        # Someone else's token for the same room brings no voice with it.
+        status, other = await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "token": make_token("lobby", SECRET)})
+        stranger = srv.rooms["lobby"].room.participants[other["participant_id"]]
+        assert stranger.identity is None and stranger.voice is None
+        await srv.leave("lobby", answer["participant_id"])
+        await srv.leave("lobby", other["participant_id"])
