@@ -185,3 +185,46 @@ async def test_a_voice_capture_processor_plugs_in_and_later_utterances_use_the_v
         assert engines.tts.voices[-1] == voice  # the second utterance was spoken in it
         await alice.leave()
         await bob.leave()
+
+
+async def test_a_join_that_never_connects_is_released_and_frees_its_place():
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import AudioStreamTrack
+
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"], max_participants=1, connect_timeout_s=0.6)
+    async with RoomServer(SessionFactory(fake_engines(), InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
+        # An offer whose client then vanishes: the server answers, nothing ever connects.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTrack(AudioStreamTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            body = {"sdp": pc.localDescription.sdp, "type": "offer", "name": "ghost"}
+            await pc.close()
+            async with http.post(f"{srv.url}/api/rooms/full/join", json=body) as resp:
+                assert resp.status == 200
+            async with http.post(f"{srv.url}/api/rooms/full/join", json=body) as resp:
+                assert resp.status == 409  # the ghost holds the only place ...
+        await wait_for(lambda: "full" not in srv.rooms, within=10, what="the ghost to be released")
+        assert "polyvox_joins_reaped_total 1" in srv.metrics.render()
+        real = RoomClient(srv.url, "full", name="Real", speaks="en", hears="en")
+        await real.join()  # ... and a real participant gets it afterwards
+        await real.leave()
+
+
+async def test_a_connected_client_whose_audio_stops_is_released():
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"], idle_timeout_s=1.0)
+    async with RoomServer(SessionFactory(fake_engines(), InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
+        gone = RoomClient(srv.url, "idle", name="Gone", speaks="en", hears="en")
+        stays = RoomClient(srv.url, "idle", name="Stays", speaks="en", hears="en")
+        await gone.join()
+        await stays.join()
+        await asyncio.sleep(0.5)
+        sender = next(s for s in gone.pc.getSenders() if s.track is not None)
+        await sender.stop()  # the process froze: no more RTP, no goodbye
+        await wait_for(lambda: gone.participant_id not in srv.rooms["idle"].transport.peers, within=15,
+                       what="the silent client to be released")
+        assert stays.participant_id in srv.rooms["idle"].transport.peers
+        await stays.leave()
+        await gone.close()

@@ -495,7 +495,44 @@ class RoomServer:
             await self.abandon(session, pid)
             detail = " ".join(str(exc).split())[:200] or type(exc).__name__  # one line for logs and clients
             raise ClientInputError(400, f"could not use the SDP offer: {detail}") from None
+        watcher = asyncio.create_task(self._watch_peer(session, pid, pc), name=f"watch-{pid}")
+        session.departures.add(watcher)
+        watcher.add_done_callback(session.departures.discard)
         return pc.localDescription
+
+    async def _watch_peer(self, room: RoomSession, pid: str, pc: RTCPeerConnection) -> None:
+        """Release a participant whose connection never came up, or whose audio stopped.
+
+        A join holds a place in the room from its answer on; without this an offer that
+        never connects (no ICE candidates, a client gone after signalling) would hold it
+        for good. A connected peer that sent audio and then went silent for
+        ``idle_timeout_s`` (no RTP at all: a browser sends packets even when muted) is
+        gone too; ICE consent freshness catches most, this catches the rest.
+        """
+        settings = self.settings
+        began = time.monotonic()
+        last_frames, last_change = -1, began
+        while True:
+            await asyncio.sleep(min(1.0, settings.connect_timeout_s / 4))
+            peer = room.transport.peers.get(pid)
+            if peer is None or self.rooms.get(room.name) is not room:
+                return
+            now = time.monotonic()
+            if pc.connectionState != "connected":
+                if now - began > settings.connect_timeout_s:
+                    logger.info(f"room {room.name}: {pid} did not connect in {settings.connect_timeout_s:.0f} s; releasing")
+                    self.metrics.inc("polyvox_joins_reaped_total")
+                    await self.leave(room.name, pid)
+                    return
+                continue
+            frames = getattr(peer, "frames_in", 0)
+            if frames != last_frames:
+                last_frames, last_change = frames, now
+            elif frames > 0 and now - last_change > settings.idle_timeout_s:
+                logger.info(f"room {room.name}: no audio from {pid} for {settings.idle_timeout_s:.0f} s; releasing")
+                self.metrics.inc("polyvox_joins_reaped_total")
+                await self.leave(room.name, pid)
+                return
 
     def _voice_notice(self) -> str:
         from voices.consent import consent_notice

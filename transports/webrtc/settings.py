@@ -39,6 +39,10 @@ class WebRTCSettings(BaseModel):
             interface (plus loopback when listening on loopback).
         foreign_gain: Gain of a speaker's own voice for listeners of another language.
         duck_gain: Gain of direct speech while an interpretation plays.
+        connect_timeout_s: A participant whose connection has not come up this long after
+            joining is released (a half-open join holds no place for good).
+        idle_timeout_s: A connected participant whose audio stopped arriving this long
+            ago is released.
         telephony: Accept phone callers over Twilio Media Streams at
             ``/telephony/twilio`` (they join rooms like any participant; tokens apply).
     """
@@ -57,6 +61,8 @@ class WebRTCSettings(BaseModel):
     foreign_gain: float = Field(0.3, ge=0.0, le=1.0)
     duck_gain: float = Field(0.15, ge=0.0, le=1.0)
     telephony: bool = True
+    connect_timeout_s: float = Field(15.0, gt=0.0, le=120.0)
+    idle_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
 
     @field_validator("allowed_origins")
     @classmethod
