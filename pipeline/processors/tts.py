@@ -14,6 +14,7 @@ from pipecat.frames.frames import Frame
 
 from pipeline.engines.base import TTSEngine
 from pipeline.engines.calls import EngineCaller, EngineTimeoutError
+from pipeline.errors import EngineError
 from pipeline.frames import (
     InterpretationAudioFrame,
     InterpretationDoneFrame,
@@ -55,12 +56,14 @@ class TTSProcessor(UserLaneProcessor):
         target = frame.target_language
         voice = self._room.voice_for(utterance.user_id)
         rate = self._engine.sample_rate
+        spoke = False
         try:
             chunks = self._engine.synthesize(frame.text, target, voice)
             deadline = self.timeouts.for_text(frame.text)
             async for chunk in _iterate_in_thread(chunks, utterance, self.stage, self.engine_call, deadline):
                 if not len(chunk):
                     continue
+                spoke = True
                 utterance.mark("first_tts_audio")
                 await self.push_frame(
                     InterpretationAudioFrame(
@@ -71,6 +74,8 @@ class TTSProcessor(UserLaneProcessor):
                         target_language=target,
                     )
                 )
+            if not spoke and frame.text.strip():
+                raise EngineError(f"the {self._engine.name or 'tts'} engine produced no audio", retryable=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - this language of this utterance only
