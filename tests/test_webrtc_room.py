@@ -4,6 +4,7 @@ captions for everyone, and a participant who drops mid-utterance."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -228,3 +229,42 @@ async def test_a_connected_client_whose_audio_stops_is_released():
         assert stays.participant_id in srv.rooms["idle"].transport.peers
         await stays.leave()
         await gone.close()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.slow
+async def test_memory_stays_flat_over_100_joins_and_leaves():
+    import gc
+
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"], joins_per_minute=1000)
+    async with RoomServer(SessionFactory(fake_engines(), InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
+        host = RoomClient(srv.url, "churn", name="Host", speaks="en", hears="es")  # keeps the room open
+        await host.join()
+        plateau = None
+        for cycle in range(100):
+            guest = RoomClient(srv.url, "churn", name=f"Guest{cycle}", speaks="es", hears="en")
+            await guest.join()
+            guest.mic.say(np.concatenate([tone(550, 0.3), silence(0.4)]))
+            if cycle % 10 == 0:
+                await asyncio.sleep(0.8)  # now and then an utterance is interpreted too
+            await guest.leave()
+            if cycle == 29:
+                await asyncio.sleep(1.0)
+                gc.collect()
+                plateau = _rss_mib()
+        await asyncio.sleep(1.0)
+        gc.collect()
+        session = srv.rooms["churn"].session
+        await wait_for(lambda: session.state_holders() and all(
+            not h.holds_participant(pid) for h in session.state_holders() for pid in list(session.room.participants)
+            if pid != host.participant_id
+        ), what="every guest released")
+        after = _rss_mib()
+        print(f"\nRSS after 30 joins/leaves {plateau:.0f} MiB, after 100 {after:.0f} MiB")
+        assert list(session.room.participants) == [host.participant_id]
+        assert plateau is not None and after <= plateau * 1.10, (plateau, after)
+        await host.leave()
