@@ -27,6 +27,8 @@ class Participant:
         identity: Who they are across sessions: the key their enrolled voice and consent
             are stored under (a Discord user id, the user a room token names); ``None``
             for anonymous participants, of whom nothing is stored.
+        listener: They only listen: what they say is not interpreted (no microphone, or
+            a language no recogniser here knows).
     """
 
     user_id: str
@@ -36,6 +38,7 @@ class Participant:
     voice: Any | None = None
     voice_opt_out: bool = False
     identity: str | None = None
+    listener: bool = False
 
 
 class Room:
@@ -92,6 +95,10 @@ class Room:
     def language_of(self, user_id: str) -> str:
         """The language ``user_id`` speaks."""
         return self.participant(user_id).language
+
+    def speakers(self) -> list[Participant]:
+        """Participants whose speech is interpreted."""
+        return [p for p in self.participants.values() if not p.listener]
 
     def targets_for(self, user_id: str) -> list[str]:
         """Languages an utterance of ``user_id`` must be interpreted into."""

@@ -276,6 +276,7 @@ class InterpretationSession:
         hears: str | None = None,
         identity: str | None = None,
         clone_voice: bool = True,
+        listener: bool = False,
     ) -> Participant:
         """Add a participant (or update one), with their enrolled voice when they have one.
 
@@ -286,8 +287,10 @@ class InterpretationSession:
             hears: The language they listen in, when the transport gives each their own.
             identity: Their persistent identity for voices and consent, if known.
             clone_voice: ``False`` when they refused cloning on joining.
+            listener: They only listen (their audio, if any, is not interpreted).
         """
         participant = self.room.join(user_id, language=language, name=name, hears=hears, identity=identity)
+        participant.listener = listener
         if not clone_voice:
             participant.voice_opt_out = True
             participant.voice = None

@@ -79,7 +79,7 @@ async def test_a_join_answers_with_sdp_and_the_room_lists_the_participant(server
         listing = await resp.json()
     assert listing == {
         "room": "lobby",
-        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True, "via": "webrtc"}],
+        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True, "listener": False, "via": "webrtc"}],
         "languages": ["en", "es"],
     }
     leave_url = f"{server.url}/api/rooms/lobby/participants/{answer['participant_id']}"
@@ -223,3 +223,19 @@ async def test_a_token_for_an_enrolled_user_brings_their_voice_into_the_room(tmp
         assert stranger.identity is None and stranger.voice is None
         await srv.leave("lobby", answer["participant_id"])
         await srv.leave("lobby", other["participant_id"])
+
+
+async def test_someone_whose_speech_cannot_be_recognised_joins_to_listen(server, http):
+    # The fake recogniser knows en and es; French can be heard (en→fr MT, French TTS).
+    status, answer = await join(http, server, {"sdp": await offer_sdp(), "type": "offer", "name": "Fleur",
+                                               "speaks": "fr", "hears": "fr"})
+    assert status == 200 and answer["listen_only"] is True
+    assert "cannot be recognised" in answer["notice"] and "French" in answer["notice"]
+    participant = server.rooms["lobby"].room.participants[answer["participant_id"]]
+    assert participant.listener and participant.language == "fr"
+    # Asking to listen is fine in any language; a language nobody can hear is still refused.
+    status, answer2 = await join(http, server, {"sdp": await offer_sdp(), "type": "offer", "speaks": "en",
+                                                "hears": "es", "listen_only": True})
+    assert status == 200 and answer2["listen_only"] is True and "notice" not in answer2
+    status, refused = await join(http, server, {"sdp": await offer_sdp(), "type": "offer", "speaks": "de", "hears": "de"})
+    assert status == 400 and "de" in refused["error"]

@@ -41,7 +41,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from loguru import logger
 
 from pipeline.errors import ConfigError
-from pipeline.languages import normalize
+from pipeline.languages import display_name, normalize
 from pipeline.latency import SessionStats
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
@@ -101,6 +101,7 @@ class RoomSession:
                         "speaks": p.language,
                         "hears": p.hears or p.language,
                         "voice_cloned": not p.voice_opt_out,
+                        "listener": p.listener,
                         "via": self.transport.peers[pid].kind,
                     }
                 )
@@ -375,14 +376,28 @@ class RoomServer:
         if not isinstance(clone_voice, bool):
             raise ClientInputError(400, "'clone_voice' must be true or false")
 
+        listen_only = body.get("listen_only", False)
+        if not isinstance(listen_only, bool):
+            raise ClientInputError(400, "'listen_only' must be true or false")
+        listener = listen_only or self._speaks(speaks)[1]
+
         session, pid = await self.admit(
-            name, display=display, speaks=speaks, hears=hears, clone_voice=clone_voice, identity=identity
+            name, display=display, speaks=speaks, hears=hears, clone_voice=clone_voice, identity=identity,
+            listener=listener,
         )
         answer = await self._connect(session, pid, sdp)
         # Participant ids are public (captions, listings); leaving needs this key too.
         key = session.keys[pid] = secrets.token_urlsafe(24)
         self.joined(session, pid)
-        return web.json_response({"sdp": answer.sdp, "type": answer.type, "participant_id": pid, "key": key})
+        reply: dict[str, Any] = {"sdp": answer.sdp, "type": answer.type, "participant_id": pid, "key": key}
+        if listener:
+            reply["listen_only"] = True
+            if not listen_only:
+                reply["notice"] = (
+                    f"Speech in {display_name(speaks)} cannot be recognised here: you can listen and read "
+                    f"captions in {display_name(hears)}, but what you say will not be interpreted."
+                )
+        return web.json_response(reply)
 
     # -- admitting participants (WebRTC here, phone callers in transports.telephony) --
 
@@ -394,14 +409,22 @@ class RoomServer:
         Raises:
             ClientInputError: 400 naming the field that is wrong.
         """
-        speaks = validate_language(
-            _language(speaks), "speaks", self.speakable(), default=self.default_language,
-            unavailable="cannot recognise speech in {value!r}",
-        )
+        speaks, _ = self._speaks(speaks)
         hears = validate_language(
             _language(hears), "hears", self.hearable(), default=speaks, unavailable="cannot interpret into {value!r}"
         )
         return speaks, hears, validate_display_name(display)
+
+    def _speaks(self, speaks: Any) -> tuple[str, bool]:
+        """The language a participant speaks, and whether they can only listen: someone
+        whose language no recogniser here knows still joins, to listen (the page says so)."""
+        code = _language(speaks or self.default_language)
+        if isinstance(code, str) and code in self.hearable() and code not in self.speakable():
+            return code, True
+        return validate_language(
+            code, "speaks", self.speakable(), default=self.default_language,
+            unavailable="cannot recognise speech in {value!r}",
+        ), False
 
     async def admit(
         self,
@@ -412,6 +435,7 @@ class RoomServer:
         hears: str,
         clone_voice: bool = True,
         identity: str | None = None,
+        listener: bool = False,
     ) -> tuple[RoomSession, str]:
         """Make room for a participant in room ``name`` (opening it if needed) and join
         them to its interpretation session; the caller then connects their endpoint.
@@ -431,7 +455,8 @@ class RoomServer:
             raise ClientInputError(409, f"room {name} is full ({self.settings.max_participants} participants)")
         pid = uuid.uuid4().hex
         await session.session.join(
-            pid, language=speaks, name=display, hears=hears, identity=identity, clone_voice=clone_voice
+            pid, language=speaks, name=display, hears=hears, identity=identity, clone_voice=clone_voice,
+            listener=listener,
         )
         return session, pid
 

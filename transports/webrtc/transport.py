@@ -294,6 +294,9 @@ class WebRTCRoomInputTransport(BaseInputTransport):
 
     async def push_participant_audio(self, participant_id: str, pcm: bytes) -> None:
         """What a participant said: 16 kHz mono int16, from any kind of connection."""
+        participant = self._transport.room.participants.get(participant_id)
+        if participant is not None and participant.listener:
+            return  # a listener's microphone (if any) is not interpreted
         if pcm and participant_id in self._transport.peers:
             await self.push_audio_frame(
                 UserAudioRawFrame(audio=pcm, sample_rate=PIPELINE_RATE, num_channels=1, user_id=participant_id)
