@@ -14,7 +14,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipeline.frames import UtteranceAudioFrame
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
-from tests.fakes import dominant_frequency, fake_engines, silence, tone
+from tests.fakes import BeepTTSEngine, dominant_frequency, fake_engines, silence, tone
 from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
@@ -268,3 +268,35 @@ async def test_memory_stays_flat_over_100_joins_and_leaves():
         assert list(session.room.participants) == [host.participant_id]
         assert plateau is not None and after <= plateau * 1.10, (plateau, after)
         await host.leave()
+
+
+async def test_a_three_language_room_gives_each_listener_their_own_interpretation(server):
+    # Distinct beeps per language make each listener's audio identifiable.
+    class LanguageBeeps(BeepTTSEngine):
+        def synthesize(self, text, language, voice=None):
+            freq = {"es": 880, "fr": 1320}.get(language, 660)
+            for _ in text.split():
+                yield tone(freq, 0.1, self.sample_rate)
+
+    engines = fake_engines(tts=LanguageBeeps())
+    settings = WebRTCSettings(ice_addresses=["127.0.0.1"], foreign_gain=0.0)
+    async with RoomServer(SessionFactory(engines, InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
+        alice = RoomClient(srv.url, "three", name="Alice", speaks="en", hears="en")
+        bruno = RoomClient(srv.url, "three", name="Bruno", speaks="es", hears="es")
+        fleur = RoomClient(srv.url, "three", name="Fleur", speaks="fr", hears="fr")  # listens: fr is not recognised
+        for c in (alice, bruno, fleur):
+            await c.join()
+        await asyncio.sleep(0.5)
+        alice.mic.say(np.concatenate([tone(440, 0.8), silence(0.1)]))
+        both = {"es": "[es] Tone 440.", "fr": "[fr] Tone 440."}
+        for listener in (bruno, fleur):
+            await wait_for(lambda listener=listener: final_captions(listener), what="captions")
+            assert final_captions(listener)[0]["translations"] == both
+        for listener, freq in ((bruno, 880), (fleur, 1320)):
+            caption = final_captions(listener)[0]
+            first = await wait_for(lambda listener=listener, caption=caption: listener.first_sound_after(
+                caption["received_at"] - 0.05, threshold=2000), what="an interpretation")
+            await asyncio.sleep(0.5)
+            assert abs(dominant_frequency(listener.audio(first)[: int(0.25 * 48000)], 48000) - freq) < 30
+        for c in (alice, bruno, fleur):
+            await c.leave()
