@@ -4,13 +4,15 @@ The checkpoints (``tests/tiny_models.build_tiny_nemo_asr``) are real NeMo models
 (CTC, hybrid RNN-T/CTC, TDT) with a sentencepiece tokenizer, saved with ``save_to`` as
 ``.nemo`` files; the engine restores them by path through its real loading code.
 Random weights make the words arbitrary, so what is checked is shape, determinism,
-batching, decoders, languages and errors.
+batching, decoders, languages and errors; streams are checked against NeMo's own
+simulated cache-aware streaming and against whole-utterance decoding.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ pytest.importorskip("torch")
 pytest.importorskip("nemo.collections.asr")
 
 from pipeline.engines.asr.nemo import NeMoASREngine  # noqa: E402
-from pipeline.engines.base import ASREngine, Transcript  # noqa: E402
-from pipeline.errors import EngineError, UnsupportedLanguageError  # noqa: E402
+from pipeline.engines.base import ASREngine, RedecodingASRStream, Transcript  # noqa: E402
+from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError  # noqa: E402
 from tests.tiny_models import build_tiny_nemo_asr, shared_checkpoint  # noqa: E402
 
 
@@ -31,11 +33,13 @@ def tiny_nemo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         name: shared_checkpoint(
             base, f"nemo-{name}",
-            lambda folder, kind=kind, pnc=pnc: build_tiny_nemo_asr(folder, kind, punctuated=pnc),
+            lambda folder, kind=kind, pnc=pnc, streaming=streaming: build_tiny_nemo_asr(
+                folder, kind, punctuated=pnc, streaming=streaming
+            ),
         )
-        for name, kind, pnc in (
-            ("ctc", "ctc", False), ("hybrid", "hybrid", False), ("tdt", "tdt", False),
-            ("ctc_pnc", "ctc", True),
+        for name, kind, pnc, streaming in (
+            ("ctc", "ctc", False, False), ("hybrid", "hybrid", False, False), ("tdt", "tdt", False, False),
+            ("ctc_pnc", "ctc", True, False), ("hybrid_streaming", "hybrid", False, True),
         )
     }
 
@@ -183,3 +187,163 @@ def test_a_hub_model_missing_offline_is_one_clear_line(tmp_path: Path, monkeypat
     with pytest.raises(ModelMissingError, match=r"^asr.model 'nvidia/parakeet-tdt-0.6b-v2' is not downloaded") as info:
         NeMoASREngine(model="nvidia/parakeet-tdt-0.6b-v2").load()
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------ streams
+
+CHUNK = 320  # 20 ms
+
+
+def stream_through(engine: NeMoASREngine, pcm: np.ndarray, *, partial_every: int = 15) -> tuple[Transcript, list[str]]:
+    """Feed ``pcm`` in 20 ms chunks with a partial every 0.3 s; (final, partial texts)."""
+    partials = []
+    with engine.open_stream("en") as stream:
+        for index, start in enumerate(range(0, len(pcm), CHUNK)):
+            stream.feed(pcm[start : start + CHUNK])
+            if index % partial_every == partial_every - 1:
+                partials.append(stream.partial().text)
+        return stream.finalize(), partials
+
+
+def nemo_simulated_streaming(model, pcm: np.ndarray) -> str:
+    """NeMo's own cache-aware streaming of a whole recording (its documented loop)."""
+    import torch
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    buffer = CacheAwareStreamingAudioBuffer(model=model)
+    buffer.append_audio(pcm.astype(np.float32) / 32768.0, stream_id=-1)
+    channel, time_cache, length = model.encoder.get_initial_cache_state(batch_size=1)
+    hypotheses = predictions = texts = None
+    for step, (chunk, lengths) in enumerate(iter(buffer)):
+        with torch.inference_mode():
+            predictions, texts, channel, time_cache, length, hypotheses = model.conformer_stream_step(
+                processed_signal=chunk, processed_signal_length=lengths,
+                cache_last_channel=channel, cache_last_time=time_cache, cache_last_channel_len=length,
+                keep_all_outputs=buffer.is_buffer_empty(), previous_hypotheses=hypotheses,
+                previous_pred_out=predictions, return_transcription=True,
+                drop_extra_pre_encoded=model.encoder.streaming_cfg.drop_extra_pre_encoded if step else 0,
+            )
+    text = texts[0] if isinstance(texts[0], str) else texts[0].text
+    return " ".join(text.split())
+
+
+def test_transcripts_carry_word_timings(ctc: NeMoASREngine) -> None:
+    pcm = utterances(3)[2]
+    transcript = ctc.transcribe(pcm, 16000, "en")
+    assert [w.text for w in transcript.words] == transcript.text.split()
+    assert all(0.0 <= w.start <= w.end <= len(pcm) / 16000 + 0.08 for w in transcript.words)
+
+
+def test_offline_checkpoints_stream_by_redecoding_and_finalize_equals_batch_decode(ctc: NeMoASREngine) -> None:
+    assert ctc.supports_streaming and ctc.streaming_mode == "buffered"
+    pcm = np.concatenate(utterances(3))
+    assert isinstance(ctc.open_stream("en"), RedecodingASRStream)
+
+    final, partials = stream_through(ctc, pcm)
+
+    batch = ctc.transcribe(pcm, 16000, "en")
+    assert final.text == batch.text and final.words == batch.words
+    assert len(partials) == len(pcm) // (15 * CHUNK) and all(isinstance(p, str) for p in partials)
+
+
+@pytest.mark.parametrize("decoder", ["rnnt", "ctc"])
+def test_cache_aware_stream_equals_nemo_simulated_streaming(tiny_nemo: dict[str, Path], decoder: str) -> None:
+    # NeMo's conformer_stream_step cannot merge hypotheses carrying word timestamps, so
+    # the reference runs on an engine without them.
+    engine = NeMoASREngine(
+        model=str(tiny_nemo["hybrid_streaming"]), decoder=decoder, word_timestamps=False, batch_window_ms=0
+    )
+    engine.load()
+    try:
+        assert engine.streaming_mode == "cache_aware"
+        # A blip shorter than one chunk, lengths between chunk boundaries, several chunks.
+        for pcm in [utterances(1)[0][:1600], *utterances(3)]:
+            final, _ = stream_through(engine, pcm)
+            assert final.text == nemo_simulated_streaming(engine._model, pcm)  # noqa: SLF001
+            assert final.extra["streaming"] == "cache_aware"
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def streaming_ctc(tiny_nemo: dict[str, Path]) -> Iterator[NeMoASREngine]:
+    """The cache-aware checkpoint with its CTC decoder (which gives several words)."""
+    engine = NeMoASREngine(model=str(tiny_nemo["hybrid_streaming"]), decoder="ctc", batch_window_ms=0)
+    engine.load()
+    yield engine
+    engine.close()
+
+
+def test_cache_aware_partials_grow_and_finalize_can_resume(streaming_ctc: NeMoASREngine) -> None:
+    first, second = utterances(3)[1], utterances(3)[2]
+    whole, partials = stream_through(streaming_ctc, np.concatenate([first, second]))
+    assert partials and partials[-1]
+    assert len(partials[-1]) >= len(partials[0])
+
+    with streaming_ctc.open_stream("en") as stream:
+        for start in range(0, len(first), CHUNK):
+            stream.feed(first[start : start + CHUNK])
+        early = stream.finalize()
+        assert stream.partial() == early
+        for start in range(0, len(second), CHUNK):
+            stream.feed(second[start : start + CHUNK])
+        later = stream.finalize()
+
+    assert early.text == stream_through(streaming_ctc, first)[0].text
+    # Finalizing ran on a copy of the state: the stream went on as if never finalized.
+    assert later.text == whole.text and later.words == whole.words
+
+
+def test_cache_aware_cut_drops_the_earlier_words(streaming_ctc: NeMoASREngine) -> None:
+    pcm = np.concatenate(utterances(3))
+    with streaming_ctc.open_stream("en") as stream:
+        stream.feed(pcm)
+        words = stream.finalize().words
+        assert len(words) >= 2
+        at = words[len(words) // 2].start
+        stream.cut(at)
+        after = stream.finalize()
+        stream.feed(utterances(1)[0])
+        more = stream.finalize()
+
+    assert after.words == [w for w in words if w.start >= at]
+    assert after.text == " ".join(w.text for w in after.words)
+    assert more.words[: len(after.words)] == after.words or not after.words
+    assert all(w.start >= at for w in more.words)
+
+
+def test_cache_aware_streams_of_several_speakers_share_forward_passes(tiny_nemo: dict[str, Path]) -> None:
+    # The default decoder (RNN-T) with word timestamps on, as in production.
+    engine = NeMoASREngine(model=str(tiny_nemo["hybrid_streaming"]), batch_window_ms=50)
+    engine.load()
+    try:
+        clips = utterances(3)
+        sequential = [stream_through(engine, pcm)[0].text for pcm in clips]
+        engine._batcher.batch_sizes.clear()  # type: ignore[union-attr]  # noqa: SLF001
+        start = threading.Barrier(3)
+
+        def speak(pcm: np.ndarray) -> str:
+            start.wait()
+            return stream_through(engine, pcm)[0].text
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            concurrent = list(pool.map(speak, clips))
+        sizes = list(engine._batcher.batch_sizes)  # type: ignore[union-attr]  # noqa: SLF001
+    finally:
+        engine.close()
+
+    assert concurrent == sequential
+    assert max(sizes) > 1
+
+
+def test_streaming_mode_can_be_chosen(tiny_nemo: dict[str, Path]) -> None:
+    buffered = NeMoASREngine(model=str(tiny_nemo["hybrid_streaming"]), streaming="buffered", batch_window_ms=0)
+    try:
+        assert isinstance(buffered.open_stream("en"), RedecodingASRStream)
+        assert buffered.streaming_mode == "buffered"
+    finally:
+        buffered.close()
+    with pytest.raises(EngineUnavailableError, match="cannot stream cache-aware"):
+        NeMoASREngine(model=str(tiny_nemo["ctc"]), streaming="cache_aware").load()
+    with pytest.raises(ValueError, match="streaming"):
+        NeMoASREngine(model=str(tiny_nemo["ctc"]), streaming="sometimes")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +23,7 @@ from pipeline.errors import (  # noqa: E402
 from pipeline.text import normalize_for_wer  # noqa: E402
 
 RATE = 16000
+CHUNK = RATE // 50  # 20 ms
 
 
 @pytest.fixture(scope="module")
@@ -175,21 +179,208 @@ def test_in_process_decoders_give_the_same_result(engine, librivox):
 
 
 def test_a_killed_worker_is_replaced(librivox):
-    import os
-    import signal
-
-    from pipeline.errors import EngineError
-
-    engine = PocketSphinxASREngine(pool_size=1)
+    engine = PocketSphinxASREngine(pool_size=1, streams_per_worker=1)
     engine.load()
     try:
         clip = librivox[1]
         expected = engine.transcribe(clip.pcm, 16000, "en").text
-        (worker,) = list(engine._workers.queue)  # noqa: SLF001 - simulating a crash
-        os.kill(worker.process.pid, signal.SIGKILL)
+        (pid,) = engine.worker_pids()
+        os.kill(pid, signal.SIGKILL)
         with pytest.raises(EngineError) as info:
             engine.transcribe(clip.pcm, 16000, "en")
         assert info.value.retryable
         assert engine.transcribe(clip.pcm, 16000, "en").text == expected
+        assert engine.worker_pids() != [pid]
     finally:
         engine.close()
+
+
+# ------------------------------------------------------------------------------ streams
+
+
+def stream_clip(engine, pcm, *, chunk=CHUNK, partial_every=15):
+    """Feed ``pcm`` in 20 ms chunks, asking for a partial every 0.3 s; returns (final, partials).
+
+    ``partials`` pairs the audio fed so far (seconds) with the partial text.
+    """
+    partials = []
+    with engine.open_stream("en") as stream:
+        for index, start in enumerate(range(0, len(pcm), chunk)):
+            stream.feed(pcm[start : start + chunk])
+            if index % partial_every == partial_every - 1:
+                partials.append(((start + chunk) / RATE, stream.partial().text))
+        return stream.finalize(), partials
+
+
+@pytest.fixture(scope="module")
+def librivox_streamed(engine, librivox):
+    """The librivox clips streamed one after another: (final transcript, partials) each."""
+    return [stream_clip(engine, clip.pcm) for clip in librivox]
+
+
+def test_engine_streams(engine):
+    assert engine.supports_streaming is True
+    with pytest.raises(UnsupportedLanguageError):
+        engine.open_stream("es")
+
+
+@pytest.mark.slow
+def test_streaming_in_20ms_chunks_gives_the_words_of_transcribe(
+    librivox, librivox_transcripts, librivox_streamed
+):
+    for clip, batch, (final, _) in zip(librivox, librivox_transcripts, librivox_streamed, strict=True):
+        assert final.text == batch.text
+        assert final.words == batch.words
+        assert final.confidence == pytest.approx(batch.confidence)
+        # Word timings: in order, inside the clip, one per word of the text.
+        assert [w.text for w in final.words] == final.text.split()
+        starts = [w.start for w in final.words]
+        assert starts == sorted(starts)
+        assert all(0.0 <= w.start < w.end <= clip.seconds + 0.02 for w in final.words)
+
+
+@pytest.mark.slow
+def test_partials_grow_while_the_clip_is_fed(librivox, librivox_streamed):
+    for clip, (final, partials) in zip(librivox, librivox_streamed, strict=True):
+        heard = [(fed, len(text.split())) for fed, text in partials]
+        early = [count for fed, count in heard if fed <= clip.seconds - 1.0]
+        # Something is shown well before the clip ends, and more words come as it goes.
+        assert early and max(early) > 0
+        assert heard[-1][1] > min(count for _, count in heard if count > 0)
+        assert heard[-1][1] >= len(final.words) // 2
+
+
+def test_finalize_then_more_audio_then_finalize_covers_both_parts(engine, flite_speech):
+    first, second = flite_speech[0].pcm, flite_speech[1].pcm
+    with engine.open_stream("en") as stream:
+        for start in range(0, len(first), CHUNK):
+            stream.feed(first[start : start + CHUNK])
+        early = stream.finalize()
+        assert stream.finalize() == early  # nothing new: the same answer
+        for start in range(0, len(second), CHUNK):
+            stream.feed(second[start : start + CHUNK])
+        both = stream.finalize()
+
+    assert early == engine.transcribe(first, RATE, "en")
+    # The resumed utterance is decoded afresh from the start of the window.
+    assert both == engine.transcribe(np.concatenate([first, second]), RATE, "en")
+    assert corpus_wer([flite_speech[0].text + " " + flite_speech[1].text], [both.text]) <= 0.5
+
+
+def test_cut_drops_the_earlier_words_and_keeps_the_later(engine, flite_speech):
+    first, second = flite_speech[0], flite_speech[1]
+    pause = np.zeros(RATE // 2, dtype=np.int16)
+    with engine.open_stream("en") as stream:
+        stream.feed(np.concatenate([first.pcm, pause]))
+        committed = stream.finalize()
+        assert corpus_wer([first.text], [committed.text]) <= 0.5
+        stream.cut(committed.words[-1].end)
+        assert stream.partial().text == ""  # nothing after the cut yet
+        for start in range(0, len(second.pcm), CHUNK):
+            stream.feed(second.pcm[start : start + CHUNK])
+        later = stream.finalize()
+
+    assert corpus_wer([second.text], [later.text]) <= 0.5
+    assert not set(later.text.split()) & (set(committed.text.split()) - set(second.text.split()))
+    # Times still count from the opening of the stream.
+    assert later.words[0].start >= committed.words[-1].end
+    assert later.words[-1].end <= (len(first.pcm) + len(pause) + len(second.pcm)) / RATE + 0.02
+
+
+def test_silence_and_slivers_stream_to_nothing(engine):
+    with engine.open_stream("en") as stream:
+        stream.feed(np.zeros(RATE, dtype=np.int16))
+        assert stream.partial().text == ""
+        assert stream.finalize().text == ""
+    with engine.open_stream("en") as stream:
+        stream.feed(np.random.default_rng(0).normal(0, 30, RATE // 20).astype(np.int16))
+        assert stream.finalize().text == ""
+
+
+def test_streams_refuse_malformed_audio_and_use_after_close(engine):
+    stream = engine.open_stream("en")
+    with pytest.raises(EngineError) as info:
+        stream.feed(np.zeros((320, 2), dtype=np.int16))
+    assert info.value.retryable is False
+    stream.close()
+    stream.close()
+    with pytest.raises(EngineError, match="closed") as info:
+        stream.partial()
+    assert info.value.retryable is False
+
+
+@pytest.mark.slow
+def test_three_concurrent_streams_give_the_sequential_results(engine, librivox, librivox_streamed):
+    # The three shortest clips, at once, on a pool of two workers: two share one.
+    picked = sorted(range(len(librivox)), key=lambda i: librivox[i].seconds)[:3]
+    start = threading.Barrier(3)
+
+    def run(index):
+        start.wait()
+        return stream_clip(engine, librivox[index].pcm)[0]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run, picked))
+
+    assert [r.text for r in results] == [librivox_streamed[i][0].text for i in picked]
+
+
+def test_an_in_process_stream_gives_the_same_result(engine, flite_speech):
+    local = PocketSphinxASREngine(processes=False, pool_size=1)
+    try:
+        pcm = flite_speech[2].pcm
+        assert stream_clip(local, pcm)[0] == stream_clip(engine, pcm)[0]
+    finally:
+        local.close()
+
+
+@pytest.fixture
+def lone_worker():
+    """An engine with one worker process and short deadlines, to break on purpose."""
+    engine = PocketSphinxASREngine(pool_size=1, streams_per_worker=1, timeout_s=2.0, timeout_per_audio_s=1.0)
+    engine.load()
+    yield engine
+    engine.close()
+
+
+def test_a_worker_killed_mid_stream_fails_that_stream_and_a_new_stream_works(lone_worker, flite_speech):
+    pcm = flite_speech[0].pcm
+    expected = lone_worker.transcribe(pcm, RATE, "en")
+    stream = lone_worker.open_stream("en")
+    stream.feed(pcm[: len(pcm) // 2])
+    os.kill(stream.worker_pid, signal.SIGKILL)
+
+    with pytest.raises(EngineError) as info:
+        stream.partial()
+    assert info.value.retryable
+    with pytest.raises(EngineError, match="open a new stream"):
+        stream.feed(pcm[len(pcm) // 2 :])
+    stream.close()
+
+    # The replacement worker takes the next stream.
+    assert stream_clip(lone_worker, pcm)[0] == expected
+    assert lone_worker.worker_pids() and lone_worker.worker_pids() != [stream.worker_pid]
+
+
+def test_a_hung_worker_times_out_and_is_replaced(engine, lone_worker, flite_speech):
+    pcm = flite_speech[2].pcm
+    expected = engine.transcribe(pcm, RATE, "en")
+    stream = lone_worker.open_stream("en")
+    stream.feed(pcm[: RATE // 2])
+    stream.partial()  # the worker has caught up: the next deadline is the bare 2 s
+    (pid,) = lone_worker.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(EngineError, match="no answer within") as info:
+            stream.partial()
+        assert info.value.retryable
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+    with pytest.raises(EngineError, match="open a new stream"):
+        stream.finalize()
+    stream.close()
+    # transcribe waits for the replacement.
+    assert lone_worker.transcribe(pcm, RATE, "en").text == expected.text
+    assert lone_worker.worker_pids() != [pid]

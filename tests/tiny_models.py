@@ -119,6 +119,7 @@ def nemo_asr_config(
     pred_layers: int = 1,
     joint_hidden: int = 32,
     conv_kernel_size: int = 9,
+    streaming: bool = False,
 ) -> dict[str, Any]:
     """A FastConformer model config (``model:`` section of NeMo's YAML) as a dict.
 
@@ -132,6 +133,9 @@ def nemo_asr_config(
             FastConformer hybrid large (``stt_en_fastconformer_hybrid_large_pc``) is
             ``d_model=512, n_layers=17, features=80, subsampling_channels=256,
             pred_hidden=640, joint_hidden=640``.
+        streaming: A cache-aware streaming encoder, as ``stt_en_fastconformer_hybrid_large_
+            streaming_multi`` has (causal convolutions and subsampling, chunked limited
+            attention with two look-aheads, no feature normalisation), scaled down.
     """
     if kind not in ("ctc", "hybrid", "tdt"):
         raise ValueError(f"kind must be ctc, hybrid or tdt, not {kind!r}")
@@ -159,13 +163,23 @@ def nemo_asr_config(
         "dropout_emb": 0.0,
         "dropout_att": 0.0,
     }
+    if streaming:
+        # Real one: [[70, 13], [70, 6], [70, 1], [70, 0]]; the left context must be a
+        # multiple of (right + 1).
+        encoder.update(
+            att_context_size=[[15, 2], [15, 0]],
+            att_context_style="chunked_limited",
+            causal_downsampling=True,
+            conv_context_size="causal",
+            conv_norm_type="layer_norm",
+        )
     cfg: dict[str, Any] = {
         "sample_rate": 16000,
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
             "sample_rate": 16000,
-            "normalize": "per_feature",
+            "normalize": "NA" if streaming else "per_feature",
             "window_size": 0.025,
             "window_stride": 0.01,
             "window": "hann",
@@ -285,15 +299,18 @@ def nemo_tokenizer(folder: Path, vocab_size: int = 64, *, cased_punctuated: bool
     return folder
 
 
-def build_tiny_nemo_asr(folder: Path, kind: str = "ctc", *, punctuated: bool = False) -> Path:
-    """Save a tiny random FastConformer ``kind`` model as ``folder/tiny_<kind>[_pnc].nemo``.
+def build_tiny_nemo_asr(
+    folder: Path, kind: str = "ctc", *, punctuated: bool = False, streaming: bool = False
+) -> Path:
+    """Save a tiny random FastConformer ``kind`` model as ``folder/tiny_<kind>[_pnc][_streaming].nemo``.
 
     Args:
         punctuated: Give it a cased, punctuated tokenizer, as NeMo's PnC models have.
+        streaming: Make it a cache-aware streaming model (see :func:`nemo_asr_config`).
     """
-    name = f"tiny_{kind}{'_pnc' if punctuated else ''}"
+    name = f"tiny_{kind}{'_pnc' if punctuated else ''}{'_streaming' if streaming else ''}"
     tokenizer_dir = nemo_tokenizer(folder / f"{name}_tokenizer", cased_punctuated=punctuated)
-    model = build_nemo_asr_model(kind, tokenizer_dir)
+    model = build_nemo_asr_model(kind, tokenizer_dir, streaming=streaming)
     path = folder / f"{name}.nemo"
     model.save_to(str(path))
     return path

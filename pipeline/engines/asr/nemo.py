@@ -19,6 +19,14 @@ Languages:
     prompt-conditioned models also receive it as their language prompt, while models
     that detect the language themselves (Parakeet-TDT-0.6B-v3) just transcribe.
 
+Streaming:
+    ``open_stream`` gives cache-aware streaming (:mod:`.nemo_streaming`: each chunk
+    encoded once, caches carried over, chunks of concurrent speakers batched) for
+    checkpoints trained for it, and re-decoding of the growing window since the last cut
+    (:class:`~pipeline.engines.base.RedecodingASRStream`, whose partial decodes of
+    concurrent speakers share forward passes through the micro-batcher) for offline
+    checkpoints, whose attention sees the whole utterance. ``streaming`` picks one.
+
 Licence: NVIDIA's Parakeet and FastConformer checkpoints are CC-BY-4.0.
 """
 
@@ -32,7 +40,14 @@ from typing import Any, ClassVar
 import numpy as np
 from loguru import logger
 
-from pipeline.engines.base import ASREngine, Transcript
+from pipeline.engines.asr.nemo_streaming import (
+    CacheAwareStream,
+    CacheAwareStreamer,
+    StepKey,
+    cache_aware_capability,
+    enable_word_timestamps,
+)
+from pipeline.engines.base import ASREngine, ASRStream, RedecodingASRStream, Transcript, Word
 from pipeline.engines.batching import MicroBatcher
 from pipeline.engines.device import pick_device
 from pipeline.errors import EngineError, EngineUnavailableError, UnsupportedLanguageError
@@ -75,10 +90,21 @@ class NeMoASREngine(ASREngine):
             from the tokenizer's vocabulary.
         max_batch: Most utterances in one forward pass.
         batch_window_ms: How long the first utterance of a batch waits for company.
+        streaming: How ``open_stream`` streams: ``auto`` (cache-aware where the
+            checkpoint was trained for it, else buffered), ``cache_aware`` (refuse
+            checkpoints that cannot) or ``buffered`` (re-decode the window since the last
+            cut, any checkpoint).
+        att_context_size: ``[left, right]`` attention context for cache-aware
+            checkpoints trained with several (``streaming_multi``: [70, 13] waits ~1 s
+            for look-ahead, [70, 6] ~0.5 s, [70, 1] ~0.16 s, [70, 0] ~0.08 s; less
+            look-ahead, more errors); ``None`` keeps the checkpoint's default.
+        partial_interval_s: Buffered streams: least time between two partial decodes.
+        word_timestamps: Give ``Transcript.words`` (word timings from the decoder).
     """
 
     name: ClassVar[str] = "nemo"
     sample_rate: ClassVar[int] = 16000
+    supports_streaming: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -91,7 +117,13 @@ class NeMoASREngine(ASREngine):
         punctuated: bool | None = None,
         max_batch: int = 8,
         batch_window_ms: float = 10.0,
+        streaming: str = "auto",
+        att_context_size: list[int] | None = None,
+        partial_interval_s: float = 0.3,
+        word_timestamps: bool = True,
     ) -> None:
+        if streaming not in ("auto", "cache_aware", "buffered"):
+            raise ValueError(f"streaming must be auto, cache_aware or buffered, not {streaming!r}")
         if decoder not in (None, "rnnt", "ctc"):
             raise ValueError(f"decoder must be rnnt or ctc, not {decoder!r}")
         if dtype not in ("auto", "float32", "float16", "bfloat16"):
@@ -106,6 +138,13 @@ class NeMoASREngine(ASREngine):
         self._configured_languages = (
             [normalize(str(x), strict=False) for x in languages] if languages else None
         )
+        self._streaming_setting = streaming
+        self._att_context_size = list(att_context_size) if att_context_size else None
+        self._partial_interval_s = partial_interval_s
+        self._word_timestamps = word_timestamps
+        self._streamer: CacheAwareStreamer | None = None
+        #: How ``open_stream`` streams once loaded: ``cache_aware`` or ``buffered``.
+        self.streaming_mode: str | None = None
         # An instance attribute: which languages depends on the checkpoint.
         self.languages = frozenset(  # type: ignore[misc]
             self._configured_languages or _languages_from_name(model) or ("en",)
@@ -114,7 +153,8 @@ class NeMoASREngine(ASREngine):
         self._prompts: dict[str, str] = {}
         self._load_lock = threading.Lock()
         self._model: Any = None
-        self._batcher: MicroBatcher[str, np.ndarray, Transcript] | None = None
+        # Keys: a language (whole utterances) or a StepKey (cache-aware stream chunks).
+        self._batcher: MicroBatcher[Any, Any, Any] | None = None
         self._autocast: Any = None
         self.device: str | None = None
         #: The decoder in use: ``ctc``, ``rnnt`` or ``tdt``.
@@ -152,6 +192,8 @@ class NeMoASREngine(ASREngine):
                 ) from exc
             model.eval()
             self._configure_decoder(model)
+            if self._word_timestamps:
+                enable_word_timestamps(model, "ctc" if self.decoder_type == "ctc" else "rnnt")
             self._prompts = _prompt_languages(model)
             if self._configured_languages is None and self._prompts:
                 self.languages = frozenset(self._prompts)
@@ -162,9 +204,11 @@ class NeMoASREngine(ASREngine):
             )
             self.device = device
             self._autocast = _autocast(self._dtype_setting, device, torch)
+            self._streamer = self._cache_aware_streamer(model, device)
+            self.streaming_mode = "cache_aware" if self._streamer is not None else "buffered"
             self._model = model
             self._batcher = MicroBatcher(
-                self._transcribe_batch,
+                self._run_batch,
                 max_batch=self._max_batch,
                 window_ms=self._window_ms,
                 name="nemo-asr-batcher",
@@ -187,6 +231,7 @@ class NeMoASREngine(ASREngine):
         with self._load_lock:
             batcher, self._batcher = self._batcher, None
             self._model = None
+            self._streamer = None
         if batcher is not None:
             batcher.close()
 
@@ -210,6 +255,22 @@ class NeMoASREngine(ASREngine):
                 failed (retryable).
         """
         return self.transcribe_batch([(pcm, sample_rate, language)])[0]
+
+    def open_stream(self, language: str) -> ASRStream:
+        """A stream for one participant: cache-aware or buffered (see ``streaming``).
+
+        Raises:
+            UnsupportedLanguageError: ``language`` is not in ``languages``.
+            EngineError: the engine is closed.
+        """
+        code = self._check_language(language)
+        self.load()
+        streamer, batcher = self._streamer, self._batcher
+        if batcher is None:
+            raise EngineError("the NeMo engine is closed", retryable=False)
+        if streamer is not None:
+            return CacheAwareStream(streamer, batcher.submit, code, self.punctuated)
+        return RedecodingASRStream(self, code, partial_interval_s=self._partial_interval_s)
 
     def transcribe_batch(self, items: list[tuple[np.ndarray, int, str]]) -> list[Transcript]:
         """Transcribe several utterances in as few forward passes as possible."""
@@ -251,6 +312,7 @@ class NeMoASREngine(ASREngine):
                 punctuated=transcript.punctuated,
                 confidence=transcript.confidence,
                 extra=dict(transcript.extra),
+                words=list(transcript.words),
             ))
         return final
 
@@ -285,6 +347,33 @@ class NeMoASREngine(ASREngine):
             loss = str(model.cfg.get("loss", {}).get("loss_name", ""))
             self.decoder_type = "tdt" if loss == "tdt" else "rnnt"
 
+    def _cache_aware_streamer(self, model: Any, device: str) -> CacheAwareStreamer | None:
+        if self._streaming_setting == "buffered":
+            return None
+        reason = cache_aware_capability(model)
+        if reason is None and self._prompts:
+            reason = "it is prompt-conditioned"
+        if reason is not None:
+            if self._streaming_setting == "cache_aware":
+                raise EngineUnavailableError(
+                    f"asr.model '{self.model_name}' cannot stream cache-aware: {reason} "
+                    f"(set asr.options.streaming=buffered)"
+                )
+            return None
+        assert self.decoder_type is not None
+        return CacheAwareStreamer(
+            model, device, self.decoder_type, self._autocast, att_context_size=self._att_context_size
+        )
+
+    def _run_batch(self, key: Any, items: list[Any]) -> list[Any]:
+        """Batcher thread: stream chunks (StepKey) or whole utterances (a language)."""
+        if isinstance(key, StepKey):
+            streamer = self._streamer
+            if streamer is None:
+                raise EngineError("the NeMo engine is closed", retryable=False)
+            return streamer.run_steps(key, items)  # type: ignore[arg-type]
+        return self._transcribe_batch(key, items)
+
     def _transcribe_batch(self, language: str, batch: list[np.ndarray]) -> list[Transcript]:
         """Batcher thread: one forward pass and decode for ``batch``."""
         import torch
@@ -316,6 +405,7 @@ class NeMoASREngine(ASREngine):
                 language=language or "",
                 punctuated=self.punctuated,
                 extra={"decoder": self.decoder_type, "model": self.model_name, "batch_size": len(batch)},
+                words=_words(hypothesis),
             ))
         return transcripts
 
@@ -329,9 +419,24 @@ class NeMoASREngine(ASREngine):
 
             return RNNTPromptTranscribeConfig(
                 batch_size=self._max_batch, return_hypotheses=True, verbose=False,
-                target_lang=self._prompts[language],
+                target_lang=self._prompts[language], timestamps=self._word_timestamps,
             )
-        return TranscribeConfig(batch_size=self._max_batch, return_hypotheses=True, verbose=False)
+        return TranscribeConfig(
+            batch_size=self._max_batch, return_hypotheses=True, verbose=False,
+            timestamps=self._word_timestamps,
+        )
+
+
+def _words(hypothesis: Any) -> list[Word]:
+    """Word timings of a hypothesis decoded with timestamps (empty without)."""
+    stamps = getattr(hypothesis, "timestamp", None)
+    if not isinstance(stamps, dict):
+        return []
+    return [
+        Word(str(w["word"]), float(w["start"]), float(w["end"]))
+        for w in stamps.get("word") or []
+        if "start" in w and "end" in w
+    ]
 
 
 def _languages_from_name(model: str) -> tuple[str, ...]:
