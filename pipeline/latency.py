@@ -77,6 +77,7 @@ class SessionStats:
         speculations_wasted: Thrown away because the speaker went on.
         clause_commits: Segments committed while their speaker kept talking.
         partial_captions: Partial captions sent.
+        partials_skipped: Partial hypotheses skipped because recognition ran behind real time.
         partial_delays: Seconds from a word being spoken to its first partial caption.
     """
 
@@ -85,12 +86,16 @@ class SessionStats:
     speculations_wasted: int = 0
     clause_commits: int = 0
     partial_captions: int = 0
+    partials_skipped: int = 0
     partial_delays: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     #: Also told each caption delay (e.g. a metrics histogram).
     on_partial_delay: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
     #: The counters, by Prometheus-style name.
-    COUNTERS = ("speculations", "speculations_committed", "speculations_wasted", "clause_commits", "partial_captions")
+    COUNTERS = (
+        "speculations", "speculations_committed", "speculations_wasted", "clause_commits", "partial_captions",
+        "partials_skipped",
+    )
 
     def caption_delay(self, seconds: float) -> None:
         """A word was shown ``seconds`` after it was spoken."""
@@ -111,6 +116,7 @@ class SessionStats:
             "speculations_wasted": self.speculations_wasted,
             "clause_commits": self.clause_commits,
             "partial_captions": self.partial_captions,
+            "partials_skipped": self.partials_skipped,
             "partial_caption_delay": {
                 "n": len(self.partial_delays),
                 "p50": _round(percentile(list(self.partial_delays), 50)),

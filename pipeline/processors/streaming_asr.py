@@ -252,6 +252,11 @@ class StreamingASRProcessor(UserLaneProcessor):
         due = self._params.partial_interval_ms / 1000
         if frame.position - speaker.last_partial_position < due:
             return
+        if time.monotonic() - frame.wall > max(due, 0.3):
+            # Behind real time (a busy machine): catching up with the speech comes first;
+            # partial captions resume when the recogniser is live again.
+            self._stats.partials_skipped += 1
+            return
         speaker.last_partial_position = frame.position
         transcript = await self._stream_call(speaker, speaker.stream.partial)  # type: ignore[union-attr]
         await self._partial_caption(speaker, transcript, frame)
