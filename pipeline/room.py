@@ -5,12 +5,51 @@ Shared by the processors of one room; transports and chat commands change it.
 
 from __future__ import annotations
 
+import bisect
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
-__all__ = ["Participant", "Room"]
+__all__ = ["ArrivalClock", "Participant", "Room"]
+
+
+class ArrivalClock:
+    """When each stretch of one participant's audio reached the pipeline, by sample.
+
+    The cascade counts a participant's time in samples (16 kHz) as it was delivered, so
+    a position in their audio (an utterance's end) maps back to the wall-clock moment it
+    was spoken, whatever queue it waited in afterwards. Thread-safe.
+    """
+
+    #: Checkpoints kept (one per delivered frame: about 40 minutes of 20 ms frames).
+    limit = 120_000
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        self.sample_rate = sample_rate
+        self._ends: list[int] = []
+        self._times: list[float] = []
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def add(self, samples: int, when: float) -> None:
+        """``samples`` more arrived at ``when`` (``time.monotonic()``)."""
+        with self._lock:
+            self._total += samples
+            self._ends.append(self._total)
+            self._times.append(when)
+            if len(self._ends) > self.limit:
+                del self._ends[: self.limit // 2], self._times[: self.limit // 2]
+
+    def arrival(self, seconds: float) -> float | None:
+        """When the audio ``seconds`` into this participant's stream had arrived."""
+        sample = int(seconds * self.sample_rate)
+        with self._lock:
+            index = bisect.bisect_left(self._ends, sample)
+            if not self._times:
+                return None
+            return self._times[min(index, len(self._times) - 1)]
 
 
 @dataclass
@@ -54,6 +93,19 @@ class Room:
         self.listener_languages: list[str] = list(dict.fromkeys(listener_languages))
         self.default_language = default_language
         self.participants: dict[str, Participant] = {}
+        self._clocks: dict[str, ArrivalClock] = {}
+
+    def clock(self, user_id: str) -> ArrivalClock:
+        """When ``user_id``'s audio arrived (kept from their first audio until they leave)."""
+        clock = self._clocks.get(user_id)
+        if clock is None:
+            clock = self._clocks[user_id] = ArrivalClock()
+        return clock
+
+    def spoken_at(self, user_id: str, seconds: float) -> float | None:
+        """The moment ``seconds`` into ``user_id``'s audio arrived, if known."""
+        clock = self._clocks.get(user_id)
+        return clock.arrival(seconds) if clock is not None else None
 
     def join(
         self,
@@ -85,6 +137,7 @@ class Room:
 
     def leave(self, user_id: str) -> None:
         """Forget a participant."""
+        self._clocks.pop(user_id, None)
         if self.participants.pop(user_id, None) is not None:
             logger.info(f"participant {user_id} left")
 

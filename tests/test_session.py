@@ -26,6 +26,7 @@ from pipeline.processors.results import InterpretationResultProcessor
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, InterpretationSession, SessionFactory
 from tests.fakes import CloningBeepTTSEngine, fake_engines, silence, tone
+from tests.waiting import wait_for
 from voices.consent import VoiceConsent
 from voices.store import VoiceStore
 
@@ -73,14 +74,6 @@ async def feed(transport: FileTransport, user: str, pcm: np.ndarray) -> None:
     for i in range(0, len(pcm), 320):
         await transport.input().feed(user, pcm[i : i + 320])
         await asyncio.sleep(0)
-
-
-async def wait_for(predicate, within: float = 10.0):
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def test_leaving_mid_sentence_interprets_the_last_words_then_releases_every_stage():

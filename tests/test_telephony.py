@@ -4,7 +4,6 @@ participants, refused calls, marks and ``clear``."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,22 +15,13 @@ from pipeline.errors import EngineError
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
 from tests.fakes import BeepTTSEngine, dominant_frequency, fake_engines, silence, tone
+from tests.waiting import wait_for
 from transports.telephony.client import PhoneClient
 from transports.webrtc import RoomServer, WebRTCSettings, make_token
 from transports.webrtc.client import RoomClient
 
 PARAMS = InterpretationParams(segmenter=SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0))
 SECRET = "s" * 32
-
-
-async def wait_for(predicate, within: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def loud(pcm: np.ndarray, rate: int = 16000, threshold: float = 300.0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -366,23 +366,25 @@ def _raw_request(method: str, path: str, headers: dict[str, str], body: bytes) -
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + payload
 
 
-class _LiveServer:
-    """The API app on a real socket, on a loop of its own, for raw requests."""
+class LiveServer:
+    """An HTTP server on a real socket, on a loop of its own, for raw requests.
 
-    def __init__(self) -> None:
+    Args:
+        start: Starts the server on that loop; returns its port and how to stop it.
+    """
+
+    def __init__(self, start: Callable[[], Awaitable[tuple[int, Callable[[], Awaitable[None]]]]]) -> None:
         self.loop = asyncio.new_event_loop()
-        settings_ = WebRTCSettings(allowed_origins=[ALLOWED_ORIGIN], allowed_hosts=["rooms.example.org"])
-        self.server = TestServer(api_app(settings_), host="127.0.0.1")
-        self.loop.run_until_complete(self.server.start_server())
+        self.port, self._stop = self.loop.run_until_complete(start())
         self.sent = 0
         self.statuses: dict[int, int] = {}
 
     async def _send(self, raw: bytes) -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
             writer.write(raw)
             await writer.drain()
-            status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+            status_line = await asyncio.wait_for(reader.readline(), timeout=20)
         finally:
             writer.close()
         parts = status_line.split()
@@ -396,13 +398,20 @@ class _LiveServer:
         return status
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.server.close())
+        self.loop.run_until_complete(self._stop())
         self.loop.close()
 
 
+async def _start_api_app() -> tuple[int, Callable[[], Awaitable[None]]]:
+    settings_ = WebRTCSettings(allowed_origins=[ALLOWED_ORIGIN], allowed_hosts=["rooms.example.org"])
+    server = TestServer(api_app(settings_), host="127.0.0.1")
+    await server.start_server()
+    return server.port, server.close
+
+
 @pytest.fixture(scope="module")
-def live_server() -> Iterator[_LiveServer]:
-    server = _LiveServer()
+def live_server() -> Iterator[LiveServer]:
+    server = LiveServer(_start_api_app)
     yield server
     print(f"\nHTTP fuzz: {server.sent} requests, statuses {dict(sorted(server.statuses.items()))}")
     server.close()

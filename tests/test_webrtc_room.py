@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from pipeline.frames import UtteranceAudioFrame
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
 from tests.fakes import BeepTTSEngine, dominant_frequency, fake_engines, silence, tone
+from tests.waiting import wait_for
 from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
@@ -26,16 +26,6 @@ async def server():
     settings = WebRTCSettings(ice_addresses=["127.0.0.1"], foreign_gain=0.3, duck_gain=0.15)
     async with RoomServer(SessionFactory(fake_engines(), InterpretationParams(segmenter=PARAMS)), settings, port=0) as srv:
         yield srv
-
-
-async def wait_for(predicate, within: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def final_captions(client: RoomClient) -> list[dict]:

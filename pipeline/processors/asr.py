@@ -11,9 +11,10 @@ from pipecat.frames.frames import Frame
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
-from pipeline.engines.base import ASREngine
+from pipeline.engines.base import ASREngine, Transcript
 from pipeline.frames import (
     CaptionFrame,
+    Utterance,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
     UtteranceTranscriptionFrame,
@@ -45,7 +46,7 @@ class ASRProcessor(UserLaneProcessor):
         warn_slow: Log a warning when recognition is slower than real time.
     """
 
-    handles = (UtteranceAudioFrame,)
+    handles: tuple[type[Frame], ...] = (UtteranceAudioFrame,)
 
     def __init__(self, engine: ASREngine, *, warn_slow: bool = True, **kwargs: Any) -> None:
         super().__init__(stage="asr", **kwargs)
@@ -55,6 +56,10 @@ class ASRProcessor(UserLaneProcessor):
     async def handle(self, frame: Frame) -> None:
         assert isinstance(frame, UtteranceAudioFrame)
         await self.push_frame(frame)
+        await self.recognise_whole(frame)
+
+    async def recognise_whole(self, frame: UtteranceAudioFrame) -> None:
+        """Transcribe a whole utterance and send its transcript on (or drop it: no words)."""
         utterance = frame.utterance
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
         started = time.monotonic()
@@ -69,13 +74,23 @@ class ASRProcessor(UserLaneProcessor):
             logger.warning(
                 f"asr is slower than real time: {compute:.2f} s for {audio_seconds:.2f} s of audio"
             )
-        text = transcript.text.strip()
-        if text and not transcript.punctuated:
-            text = restore_punctuation(text, utterance.language)
+        text = self.clean(transcript, utterance.language)
         utterance.mark("asr_done")
         if not text:
             await self.push_frame(UtteranceDroppedFrame(utterance, "asr", "no words recognised"))
             return
+        await self.send_transcript(utterance, text)
+
+    @staticmethod
+    def clean(transcript: Transcript, language: str) -> str:
+        """The transcript as text for MT and captions: punctuated where the engine is not."""
+        text = transcript.text.strip()
+        if text and not transcript.punctuated:
+            text = restore_punctuation(text, language)
+        return text
+
+    async def send_transcript(self, utterance: Utterance, text: str, *, caption: bool = True) -> None:
+        """Send an utterance's final transcript on (and its first, untranslated caption)."""
         logger.info(f"[{utterance.user_id} {utterance.language}] {text}")
         await self.push_frame(
             UtteranceTranscriptionFrame(
@@ -87,4 +102,5 @@ class ASRProcessor(UserLaneProcessor):
                 utterance=utterance,
             )
         )
-        await self.push_frame(CaptionFrame(utterance, text))
+        if caption:
+            await self.push_frame(CaptionFrame(utterance, text))

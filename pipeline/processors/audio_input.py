@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ MAX_FRAME_SECONDS = 10.0
 
 class AudioInputProcessor(FrameProcessor):
     """Normalises ``UserAudioRawFrame`` to the cascade's format and registers speakers.
+
+    It also records when each participant's audio arrived (``Room.clock``), before any
+    stage's queue, so utterances' speech-end times are when the speech was spoken.
 
     Transports resample at the edge already; this is the guard that makes sure: any
     sample rate or channel count becomes 16 kHz mono (a streaming resampler per
@@ -68,7 +72,9 @@ class AudioInputProcessor(FrameProcessor):
         if not frame.audio:
             return None
         self._room.participant(user)
+        arrived = time.monotonic()
         if frame.sample_rate == self._rate and channels == 1:
+            self._room.clock(user).add(len(frame.audio) // 2, arrived)
             return frame
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
         if channels > 1:
@@ -81,6 +87,7 @@ class AudioInputProcessor(FrameProcessor):
                     frame.sample_rate, self._rate, 1, dtype="int16", quality="HQ"
                 )
             pcm = stream.resample_chunk(pcm)
+        self._room.clock(user).add(len(pcm), arrived)
         out = UserAudioRawFrame(
             audio=pcm.tobytes(), sample_rate=self._rate, num_channels=1, user_id=user
         )

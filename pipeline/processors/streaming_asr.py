@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import Frame
-from pipecat.utils.time import time_now_iso8601
 
 from pipeline.engines.base import ASREngine, ASRStream, Transcript, Word
 from pipeline.frames import (
@@ -44,11 +43,9 @@ from pipeline.frames import (
     UtteranceAudioFrame,
     UtteranceCommittedFrame,
     UtteranceDroppedFrame,
-    UtteranceTranscriptionFrame,
 )
 from pipeline.latency import SessionStats
-from pipeline.processors.asr import as_language
-from pipeline.processors.lanes import UserLaneProcessor
+from pipeline.processors.asr import ASRProcessor
 from pipeline.room import Room
 from pipeline.streaming import StreamingParams, clause_commit, hangover_ms, stable_prefix
 from pipeline.text import restore_punctuation
@@ -86,7 +83,7 @@ class _Speaker:
     broken: bool = False
 
 
-class StreamingASRProcessor(UserLaneProcessor):
+class StreamingASRProcessor(ASRProcessor):
     """Recognises each participant's speech as it is spoken (see the module docstring).
 
     Args:
@@ -113,13 +110,11 @@ class StreamingASRProcessor(UserLaneProcessor):
     ) -> None:
         # Speech steps must never be dropped (a lost step is lost words): no backlog limit.
         kwargs["max_pending"] = None
-        super().__init__(stage="asr", **kwargs)
-        self._engine = engine
+        super().__init__(engine, warn_slow=warn_slow, **kwargs)
         self._room = room
         self._params = params or StreamingParams()
         self._longest_ms = longest_hangover_ms
         self._stats = stats or SessionStats()
-        self._warn_slow = warn_slow
         self._speakers: dict[str, _Speaker] = {}
 
     @property
@@ -160,7 +155,7 @@ class StreamingASRProcessor(UserLaneProcessor):
             if isinstance(frame, UtteranceAudioFrame):
                 await self.push_frame(frame)  # voice capture wants it
                 if speaker.broken:
-                    await self._guarded(self._transcribe_whole, frame)
+                    await self._guarded(self.recognise_whole, frame)
             else:
                 assert isinstance(frame, SpeechActivityFrame)
                 await self._guard(speaker, self._on_step(user, speaker, frame))
@@ -296,7 +291,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         assert speaker.live is not None and speaker.paused_at is not None and speaker.stream is not None
         started = time.monotonic()
         transcript = await self._stream_call(speaker, speaker.stream.finalize)
-        text = self._clean(transcript, speaker.language)
+        text = self.clean(transcript, speaker.language)
         if not text:
             speaker.attempt_empty = True
             return
@@ -308,7 +303,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         # Readers see the final words at once (as the live caption); the interpretation
         # waits for the hang-over behind the speculation gate.
         await self.push_frame(CaptionFrame(speaker.live, text))
-        await self._send(attempt, text)
+        await self.send_transcript(attempt, text, caption=False)
 
     async def _commit_attempt(self, speaker: _Speaker, *, in_pause: bool) -> None:
         attempt = speaker.attempt
@@ -330,7 +325,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         transcript = await self._stream_call(speaker, speaker.stream.finalize)
         live = speaker.live
         live.add_compute("asr", time.monotonic() - started)
-        text = self._clean(transcript, speaker.language)
+        text = self.clean(transcript, speaker.language)
         live.end = max(end, live.start)
         live.split = split
         self._stamp(speaker, live, transcript, frame, end=end)
@@ -342,8 +337,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         if not text:
             await self.push_frame(UtteranceDroppedFrame(live, "asr", "no words recognised"))
             return
-        await self.push_frame(CaptionFrame(live, text))
-        await self._send(live, text)
+        await self.send_transcript(live, text)
 
     async def _maybe_commit_clause(
         self, user: str, speaker: _Speaker, transcript: Transcript, frame: SpeechActivityFrame
@@ -378,8 +372,7 @@ class StreamingASRProcessor(UserLaneProcessor):
         rest_start = words[count].start + speaker.offset if count < len(words) else end
         self._new_live(user, speaker, rest_start)
         speaker.history = [[w.text for w in words[count:]]] if count < len(words) else []
-        await self.push_frame(CaptionFrame(live, text))
-        await self._send(live, text)
+        await self.send_transcript(live, text)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -435,44 +428,3 @@ class StreamingASRProcessor(UserLaneProcessor):
             utterance.mark("speech_start", frame.spoken_at(first))
         utterance.mark("speech_end", frame.spoken_at(end))
         utterance.mark("asr_done")
-
-    def _clean(self, transcript: Transcript, language: str) -> str:
-        text = transcript.text.strip()
-        if text and not transcript.punctuated:
-            text = restore_punctuation(text, language)
-        return text
-
-    async def _send(self, utterance: Utterance, text: str) -> None:
-        logger.info(f"[{utterance.user_id} {utterance.language}] {text}")
-        await self.push_frame(
-            UtteranceTranscriptionFrame(
-                text=text,
-                user_id=utterance.user_id,
-                timestamp=time_now_iso8601(),
-                language=as_language(utterance.language),
-                finalized=True,
-                utterance=utterance,
-            )
-        )
-
-    async def _transcribe_whole(self, frame: Frame) -> None:
-        """The fallback when a stream broke: the whole utterance at once."""
-        assert isinstance(frame, UtteranceAudioFrame)
-        utterance = frame.utterance
-        pcm = np.frombuffer(frame.audio, dtype=np.int16)
-        started = time.monotonic()
-        transcript = await self.engine_call(
-            self._engine.transcribe, pcm, frame.sample_rate, utterance.language,
-            timeout_s=self.timeouts.for_audio(len(pcm) / frame.sample_rate),
-        )
-        compute = time.monotonic() - started
-        utterance.add_compute("asr", compute)
-        if self._warn_slow and compute > len(pcm) / frame.sample_rate:
-            logger.warning(f"asr is slower than real time: {compute:.2f} s for {len(pcm) / frame.sample_rate:.2f} s")
-        text = self._clean(transcript, utterance.language)
-        utterance.mark("asr_done")
-        if not text:
-            await self.push_frame(UtteranceDroppedFrame(utterance, "asr", "no words recognised"))
-            return
-        await self.push_frame(CaptionFrame(utterance, text))
-        await self._send(utterance, text)

@@ -3,14 +3,12 @@ recognisers, reported step by step while they speak)."""
 
 from __future__ import annotations
 
-import bisect
 import time
 from typing import Any
 
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import Frame, UserAudioRawFrame
-from pipecat.processors.frame_processor import FrameDirection
 
 from pipeline.engines.base import VADEngine
 from pipeline.frames import SpeechActivityFrame, Utterance, UtteranceAudioFrame
@@ -19,32 +17,6 @@ from pipeline.room import Room
 from pipeline.segmenter import Segment, SegmenterParams, SpeechEvent, UtteranceSegmenter
 
 __all__ = ["VADSegmenterProcessor"]
-
-
-class _ArrivalClock:
-    """When each stretch of one participant's audio reached the pipeline, by sample."""
-
-    #: Checkpoints kept (one per frame: about 40 minutes of 20 ms frames).
-    limit = 120_000
-
-    def __init__(self) -> None:
-        self.ends: list[int] = []
-        self.times: list[float] = []
-        self.total = 0
-
-    def add(self, samples: int, when: float) -> None:
-        self.total += samples
-        self.ends.append(self.total)
-        self.times.append(when)
-        if len(self.ends) > self.limit:
-            del self.ends[: self.limit // 2], self.times[: self.limit // 2]
-
-    def arrival(self, sample: int) -> float | None:
-        """When the sample at stream position ``sample`` had arrived."""
-        index = bisect.bisect_left(self.ends, sample)
-        if index >= len(self.ends):
-            return self.times[-1] if self.times else None
-        return self.times[index]
 
 
 class VADSegmenterProcessor(UserLaneProcessor):
@@ -85,7 +57,6 @@ class VADSegmenterProcessor(UserLaneProcessor):
         self._params = params or SegmenterParams()
         self._streaming = streaming
         self._segmenters: dict[str, UtteranceSegmenter] = {}
-        self._clocks: dict[str, _ArrivalClock] = {}
 
     def _segmenter(self, user: str) -> UtteranceSegmenter:
         seg = self._segmenters.get(user)
@@ -95,18 +66,8 @@ class VADSegmenterProcessor(UserLaneProcessor):
             )
         return seg
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is FrameDirection.DOWNSTREAM and isinstance(frame, UserAudioRawFrame):
-            # When each sample arrived, before the lane queue adds its own delay.
-            clock = self._clocks.get(frame.user_id)
-            if clock is None:
-                clock = self._clocks[frame.user_id] = _ArrivalClock()
-            clock.add(len(frame.audio) // 2, time.monotonic())
-        await super().process_frame(frame, direction)
-
     def _spoken_at(self, user: str, seconds: float) -> float:
-        clock = self._clocks.get(user)
-        when = clock.arrival(int(seconds * self._engine.sample_rate)) if clock is not None else None
+        when = self._room.spoken_at(user, seconds)
         return when if when is not None else time.monotonic()
 
     async def handle_many(self, frames: list[Frame]) -> None:
@@ -169,7 +130,7 @@ class VADSegmenterProcessor(UserLaneProcessor):
             await self.flush_participant(user)
 
     def holds_participant(self, user_id: str) -> bool:
-        return user_id in self._segmenters or user_id in self._clocks or super().holds_participant(user_id)
+        return user_id in self._segmenters or super().holds_participant(user_id)
 
     async def flush_participant(self, user_id: str) -> None:
         """A participant is leaving (or the input ended): speech cut off mid-utterance
@@ -185,4 +146,3 @@ class VADSegmenterProcessor(UserLaneProcessor):
     async def release_participant(self, user_id: str) -> None:
         await super().release_participant(user_id)
         self._segmenters.pop(user_id, None)
-        self._clocks.pop(user_id, None)

@@ -20,8 +20,6 @@ and are handed to the ``on_caption`` event (final ones only by default).
 from __future__ import annotations
 
 import asyncio
-import bisect
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -81,45 +79,16 @@ class DiscordTransportParams(TransportParams):
     audio_out_end_silence_secs: int = 0
 
 
-def playback_key(utterance: Utterance, language: str, spoken_end: float | None = None) -> tuple:
+def playback_key(utterance: Utterance, language: str) -> tuple:
     """Where an utterance's interpretation into ``language`` plays in the channel's queue.
 
-    Args:
-        utterance: The utterance.
-        language: The interpretation's language.
-        spoken_end: When the utterance's last sample reached the bot (``time.monotonic``),
-            if known. Otherwise the wall-clock mark the VAD stage set when it cut the
-            utterance. Either, unlike ``Utterance.end`` (seconds into that member's own
-            audio, which Discord does not send while they are silent), compares across
-            members; arrival time also does not depend on how far behind each member's
-            lane is.
+    Ordered by when the utterance's speech ended: its ``speech_end`` mark, the moment its
+    last voiced sample reached the bot (``pipeline.room.ArrivalClock``). Unlike
+    ``Utterance.end`` (seconds into that member's own audio, which Discord does not send
+    while they are silent) it compares across members, and it does not depend on how far
+    behind each member's lane is.
     """
-    if spoken_end is None:
-        spoken_end = utterance.marks.get("speech_end", utterance.end)
-    return (spoken_end, utterance.id, language)
-
-
-class _ArrivalClock:
-    """When each stretch of one member's audio arrived, by sample position."""
-
-    #: Checkpoints kept per member (one per received chunk: about 40 minutes of speech).
-    limit = 120_000
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.times: list[float] = []
-        self.total = 0
-
-    def add(self, samples: int, when: float) -> None:
-        self.starts.append(self.total)
-        self.times.append(when)
-        self.total += samples
-        if len(self.starts) > self.limit:
-            del self.starts[: self.limit // 2], self.times[: self.limit // 2]
-
-    def arrival(self, sample: int) -> float | None:
-        index = bisect.bisect_right(self.starts, sample) - 1
-        return self.times[index] if index >= 0 else None
+    return (utterance.marks.get("speech_end", utterance.end), utterance.id, language)
 
 
 class DiscordInputTransport(BaseInputTransport):
@@ -135,8 +104,6 @@ class DiscordInputTransport(BaseInputTransport):
         self._accepting = False
         self.frames_received = 0
         self.frames_dropped = 0
-        self._clocks: dict[str, _ArrivalClock] = {}
-        self._clocks_lock = threading.Lock()
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -164,44 +131,11 @@ class DiscordInputTransport(BaseInputTransport):
             return
         rate = self._params.audio_in_sample_rate or 16000
         frame = UserAudioRawFrame(audio=bytes(pcm), sample_rate=rate, num_channels=1, user_id=str(user_id))
-        with self._clocks_lock:
-            clock = self._clocks.get(frame.user_id)
-            if clock is None:
-                clock = self._clocks[frame.user_id] = _ArrivalClock()
-            clock.add(len(pcm) // 2, time.monotonic())
         self.frames_received += 1
         # The receiver calls us on its socket thread; the queue belongs to the loop.
         # Coroutines scheduled this way start in submission order, so one member's
         # chunks stay in order.
         asyncio.run_coroutine_threadsafe(self._deliver(frame), loop)
-
-    def arrival_time(self, user_id: str, seconds: float) -> float | None:
-        """When the sample ``seconds`` into ``user_id``'s audio reached the bot, if known.
-
-        The cascade counts a member's time in samples as this transport delivered them
-        (16 kHz), so an utterance's ``end`` maps back to the moment it was spoken.
-        """
-        rate = self._params.audio_in_sample_rate or 16000
-        with self._clocks_lock:
-            clock = self._clocks.get(user_id)
-            return clock.arrival(int(seconds * rate)) if clock is not None else None
-
-    # -- ParticipantState (pipeline.participants) -----------------------------------
-
-    def holds_participant(self, user_id: str) -> bool:
-        with self._clocks_lock:
-            return user_id in self._clocks
-
-    def participant_busy(self, user_id: str) -> bool:
-        return False  # hands frames on as they arrive
-
-    async def flush_participant(self, user_id: str) -> None:
-        """Nothing is buffered here."""
-
-    async def release_participant(self, user_id: str) -> None:
-        """Drop a member's arrival record (they left)."""
-        with self._clocks_lock:
-            self._clocks.pop(user_id, None)
 
     async def _deliver(self, frame: UserAudioRawFrame) -> None:
         if self._accepting:
@@ -213,7 +147,6 @@ class _Pending:
     """What the output side knows about one utterance still in flight."""
 
     utterance: Utterance
-    spoken_end: float | None = None
     first_seen: float = field(default_factory=time.monotonic)
     announced: set[str] = field(default_factory=set)
     settled: set[str] = field(default_factory=set)  # finished or abandoned
@@ -327,9 +260,7 @@ class DiscordOutputTransport(BaseOutputTransport):
                 # Dropped before we ever saw it, or speech a streaming recogniser interprets
                 # under other utterances: nothing to hold a place for.
                 return
-            pending = self._pending[utterance.id] = _Pending(
-                utterance, self._transport.spoken_end(utterance)
-            )
+            pending = self._pending[utterance.id] = _Pending(utterance)
             if self._room is not None:
                 for language in self._room.targets_for(utterance.user_id):
                     self._announce(pending, language)
@@ -351,7 +282,7 @@ class DiscordOutputTransport(BaseOutputTransport):
         if pending.dropped or language in pending.announced:
             return
         pending.announced.add(language)
-        self._sink.announce(playback_key(pending.utterance, language, pending.spoken_end))
+        self._sink.announce(playback_key(pending.utterance, language))
 
     def _play(self, pending: _Pending, frame: InterpretationAudioFrame) -> None:
         language = frame.target_language
@@ -359,7 +290,7 @@ class DiscordOutputTransport(BaseOutputTransport):
             return
         self._announce(pending, language)
         self._sink.enqueue(
-            frame.audio, frame.sample_rate, key=playback_key(pending.utterance, language, pending.spoken_end)
+            frame.audio, frame.sample_rate, key=playback_key(pending.utterance, language)
         )
         pending.utterance.mark("first_audio_out")
 
@@ -367,7 +298,7 @@ class DiscordOutputTransport(BaseOutputTransport):
         if language not in pending.announced or language in pending.settled:
             return
         pending.settled.add(language)
-        key = playback_key(pending.utterance, language, pending.spoken_end)
+        key = playback_key(pending.utterance, language)
         if finished:
             self._sink.finish(key)
         else:
@@ -461,12 +392,6 @@ class DiscordVoiceTransport(BaseTransport):
     def receive_audio(self, user_id: int | str, pcm: bytes) -> None:
         """The voice receiver's ``on_audio``: one member's 16 kHz mono audio, any thread."""
         self.input().receive_audio(user_id, pcm)
-
-    def spoken_end(self, utterance: Utterance) -> float | None:
-        """When the end of ``utterance`` reached the bot, if this transport delivered it."""
-        if self._input is None:
-            return None
-        return self._input.arrival_time(utterance.user_id, utterance.end)
 
     async def emit_caption(self, caption: CaptionFrame) -> None:
         """Fire ``on_caption`` for a caption."""

@@ -59,7 +59,8 @@ def split_host(value: object) -> tuple[str, int | None] | None:
     return host, port
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
@@ -102,7 +103,7 @@ class HostRules:
 
     def allows(self, host: str, port: int | None) -> bool:
         """Whether ``host`` (as :func:`split_host` returns it) on ``port`` is allowed."""
-        if _is_loopback(host):
+        if is_loopback(host):
             return True
         parsed: tuple[tuple[str, str, int | None], ...] = getattr(self, "_parsed")  # noqa: B009
         for kind, name, entry_port in parsed:

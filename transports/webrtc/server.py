@@ -25,7 +25,6 @@ participant list ``{"type": "participants", ...}`` and, on joining, the voice no
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import secrets
 import time
@@ -45,6 +44,7 @@ from pipeline.languages import display_name, normalize
 from pipeline.latency import SessionStats
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
+from transports.webrtc.hosts import is_loopback
 from transports.webrtc.http_security import read_json_object, security_middlewares
 from transports.webrtc.ice import set_host_addresses
 from transports.webrtc.metrics import ServerMetrics
@@ -140,7 +140,7 @@ class RoomServer:
         self.port = port
         self.default_language = factory.params.default_language
         self._secret = secret if secret is not None else room_secret()
-        loopback = _is_loopback(host)
+        loopback = is_loopback(host)
         self.require_token = check_security(host, self.settings, self._secret)
         self.rooms: dict[str, RoomSession] = {}
         #: Live counters of rooms already closed (open rooms are added at scrape time).
@@ -607,7 +607,7 @@ def check_security(host: str, settings: WebRTCSettings, secret: str | None) -> b
         ConfigError: a non-loopback ``host`` without a secret, or tokens required
             without a secret.
     """
-    loopback = _is_loopback(host)
+    loopback = is_loopback(host)
     if not loopback and not secret:
         raise ConfigError(
             f"server.host {host} is not a loopback address: set POLYVOX_ROOM_SECRET so joining needs a room token"
@@ -624,15 +624,6 @@ def _language(tag: Any) -> Any:
     if not isinstance(tag, str) or len(tag) > 35:
         return tag
     return normalize(tag, strict=False)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def serve_webrtc(
