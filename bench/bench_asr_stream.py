@@ -12,12 +12,14 @@ its default pool (2 workers x 2 decoders):
   the workers' CPU time (from /proc, so other load on the machine does not count),
   divided by the audio's duration.
 
-``--nemo`` adds the NeMo engine with a cache-aware streaming FastConformer of
-``stt_en_fastconformer_hybrid_large_streaming_multi``'s size (random weights, built
-here, nothing downloaded): finalize latency and RTF of cache-aware streaming vs the
-whole-utterance forward, on this machine's device.
+``--engine nemo`` (or ``all``) measures the NeMo engine with a cache-aware streaming
+FastConformer of ``stt_en_fastconformer_hybrid_large_streaming_multi``'s size (random
+weights, built here, nothing downloaded; CTC decoder, since random RNN-T weights emit
+a token storm) at look-ahead ``--att-context``: finalize latency and RTF of cache-aware
+streaming vs the whole-utterance forward, on this machine's device (CUDA if any).
+Meant for a GPU: on a 2-core CPU this model runs slower than real time.
 
-    python bench/bench_asr_stream.py [--streams 3] [--nemo]
+    python bench/bench_asr_stream.py [--streams 3] [--engine pocketsphinx|nemo|all]
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ def bench_pocketsphinx(clips: list[np.ndarray], streams: int) -> None:
         engine.close()
 
 
-def bench_nemo(clips: list[np.ndarray], streams: int) -> None:
+def bench_nemo(clips: list[np.ndarray], streams: int, contexts: list[list[int]]) -> None:
     import torch
     from omegaconf import OmegaConf
 
@@ -167,8 +169,8 @@ def bench_nemo(clips: list[np.ndarray], streams: int) -> None:
         path = Path(folder) / "streaming_large.nemo"
         model.save_to(str(path))
         del model
-        for context in ([70, 6], [70, 1]):
-            engine = NeMoASREngine(model=str(path), att_context_size=context, batch_window_ms=5)
+        for context in contexts:
+            engine = NeMoASREngine(model=str(path), att_context_size=context, decoder="ctc", batch_window_ms=5)
             engine.load()
             engine.warmup()
             print(f"NeMo cache-aware FastConformer-large size, att_context_size {context} "
@@ -182,13 +184,21 @@ def bench_nemo(clips: list[np.ndarray], streams: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1, help="speakers streaming at once (live pace)")
-    parser.add_argument("--nemo", action="store_true", help="also the NeMo cache-aware engine (large, random)")
+    parser.add_argument(
+        "--att-context", action="append", type=lambda v: [int(x) for x in v.split(",")],
+        help="NeMo look-ahead(s) as LEFT,RIGHT (repeatable; default 70,6)",
+    )
+    parser.add_argument(
+        "--engine", choices=["pocketsphinx", "nemo", "all"], default="pocketsphinx",
+        help="nemo: a cache-aware FastConformer-large-sized model with random weights",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clips = _clips()
-    bench_pocketsphinx(clips, args.streams)
-    if args.nemo:
-        bench_nemo(clips, args.streams)
+    if args.engine in ("pocketsphinx", "all"):
+        bench_pocketsphinx(clips, args.streams)
+    if args.engine in ("nemo", "all"):
+        bench_nemo(clips, args.streams, args.att_context or [[70, 6]])
 
 
 if __name__ == "__main__":
