@@ -7,6 +7,8 @@ its default pool (2 workers x 2 decoders):
   ``partial()`` every 300 ms (as live captions ask), by ``--streams`` speakers at once;
   the time from the last ``feed`` to ``finalize()`` returning, p50/p95 over all clips.
 - **partial cost**: p50/p95 of those ``partial()`` calls.
+- **CPU cost** of ``finalize`` and ``partial`` themselves, on an in-process stream
+  (thread CPU time, so other load on the machine does not count).
 - **real-time factor**, streaming vs batch: the clips streamed as fast as they are taken
   (feed all chunks, then finalize) vs ``transcribe`` of each whole clip; wall time and
   the workers' CPU time (from /proc, so other load on the machine does not count),
@@ -137,6 +139,32 @@ def measure(engine: Any, clips: list[np.ndarray], streams: int, cpu_pids: Any) -
         print(f"  {label:32s} wall RTF {wall / audio_s:.3f}{cpu_part}  ({sum(len(t.split()) for t in texts)} words)")
 
 
+def cpu_costs(clips: list[np.ndarray]) -> None:
+    """Thread CPU time of partial() and finalize() on in-process pocketsphinx streams."""
+    from pipeline.engines.asr.pocketsphinx import PocketSphinxASREngine
+
+    engine = PocketSphinxASREngine(processes=False, pool_size=1)
+    engine.load()
+    partials: list[float] = []
+    finals: list[float] = []
+    try:
+        for pcm in clips:
+            with engine.open_stream("en") as stream:
+                for index, start in enumerate(range(0, len(pcm), CHUNK)):
+                    stream.feed(pcm[start : start + CHUNK])  # decodes as it goes, in process
+                    if index % PARTIAL_EVERY == PARTIAL_EVERY - 1:
+                        before = time.thread_time()
+                        stream.partial()
+                        partials.append(time.thread_time() - before)
+                before = time.thread_time()
+                stream.finalize()
+                finals.append(time.thread_time() - before)
+    finally:
+        engine.close()
+    print(f"  CPU of finalize() itself:                     {_ms(finals)}")
+    print(f"  CPU of partial() itself:                      {_ms(partials)}")
+
+
 def bench_pocketsphinx(clips: list[np.ndarray], streams: int) -> None:
     from pipeline.engines.asr.pocketsphinx import PocketSphinxASREngine
 
@@ -148,6 +176,7 @@ def bench_pocketsphinx(clips: list[np.ndarray], streams: int) -> None:
         measure(engine, clips, streams, lambda: _cpu_seconds(engine.worker_pids()))
     finally:
         engine.close()
+    cpu_costs(clips)
 
 
 def bench_nemo(clips: list[np.ndarray], streams: int, contexts: list[list[int]]) -> None:
@@ -182,6 +211,7 @@ def bench_nemo(clips: list[np.ndarray], streams: int, contexts: list[list[int]])
 
 
 def main() -> None:
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1, help="speakers streaming at once (live pace)")
     parser.add_argument(

@@ -28,13 +28,14 @@ CHUNK = RATE // 50  # 20 ms
 
 
 @pytest.fixture(scope="module")
-def engine() -> PocketSphinxASREngine:
+def engine():
     # Deadlines generous enough for a CPU shared with other work: these tests are not
     # about timeouts (the lone_worker ones are).
     engine = PocketSphinxASREngine(pool_size=2, timeout_per_audio_s=5.0)
     engine.load()
     engine.warmup()
-    return engine
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +396,26 @@ def test_a_hung_worker_times_out_and_is_replaced(engine, lone_worker, flite_spee
     # transcribe waits for the replacement.
     assert lone_worker.transcribe(pcm, RATE, "en").text == expected.text
     assert lone_worker.worker_pids() != [pid]
+
+
+def test_new_streams_go_to_a_healthy_worker_while_a_dead_one_restarts(engine, flite_speech):
+    pcm = flite_speech[2].pcm
+    expected = engine.transcribe(pcm, RATE, "en")
+    first, second = engine.open_stream("en"), engine.open_stream("en")
+    assert first.worker_pid != second.worker_pid  # least loaded: one stream per worker
+    dead = first.worker_pid
+    os.kill(dead, signal.SIGKILL)
+    try:
+        # Opened at once, perhaps before the death is noticed: never on the dead worker.
+        for _ in range(2):
+            stream = engine.open_stream("en")
+            assert stream.worker_pid != dead
+            stream.close()
+        assert stream_clip(engine, pcm)[0] == expected
+        with pytest.raises(EngineError, match="open a new stream"):
+            first.feed(pcm)
+        second.feed(pcm)
+        assert second.finalize() == expected
+    finally:
+        first.close()
+        second.close()

@@ -321,15 +321,23 @@ class PocketSphinxASREngine(ASREngine):
             except queue.Empty:
                 decoder = _new_decoder(self._options)
             return _LocalStream(_StreamDecoder(decoder), on_close=lambda d: _return_decoder(pool, d, self._pool_size))
-        worker = self._acquire_worker(stream=True)
-        try:
-            stream_id = worker.new_stream_id()
-            # Opening may load a decoder (~0.5 s) when the worker has none spare.
-            _raise_worker_error(worker.request(_OPEN, stream_id, cost_s=1.0, timeouts=self._timeouts))
-        except BaseException:
-            self._release_worker(worker, stream=True)
-            raise
-        return _WorkerStream(self, worker, stream_id)
+        attempts = self._pool_size + 1
+        while True:
+            attempts -= 1
+            worker = self._acquire_worker(stream=True)
+            try:
+                stream_id = worker.new_stream_id()
+                # Opening may load a decoder (~0.5 s) when the worker has none spare.
+                _raise_worker_error(worker.request(_OPEN, stream_id, cost_s=1.0, timeouts=self._timeouts))
+            except EngineError:
+                self._release_worker(worker, stream=True)
+                if worker.alive or attempts <= 0:
+                    raise
+                continue  # it died before it was noticed: nothing was lost, try another
+            except BaseException:
+                self._release_worker(worker, stream=True)
+                raise
+            return _WorkerStream(self, worker, stream_id)
 
     # --- the worker pool ---------------------------------------------------------------
 
