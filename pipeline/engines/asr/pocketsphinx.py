@@ -5,9 +5,10 @@ wheel, so nothing is downloaded. Accuracy is modest (word error rate of roughly
 0.15-0.35 on read speech) and it decodes at 0.2-0.4x real time on one core.
 
 Decoding is incremental: a stream (:meth:`PocketSphinxASREngine.open_stream`) decodes
-audio as it arrives, so the final hypothesis is ready a few tens of milliseconds after
-the last audio, and ``transcribe`` is the same algorithm fed the whole utterance at once
-(a stream and ``transcribe`` give the same words for the same audio).
+audio as it arrives, so the final hypothesis needs only the end of the utterance
+(~80 ms of CPU: the end of the search and the best-path pass) after the last audio, and
+``transcribe`` is the same algorithm fed the whole utterance at once (a stream and
+``transcribe`` give the same words for the same audio).
 
 Two choices make incremental decoding as accurate as whole-utterance decoding was:
 
@@ -105,12 +106,14 @@ class PocketSphinxASREngine(ASREngine):
     **Failures.** Every request to a worker has a deadline: ``timeout_s`` plus
     ``timeout_per_audio_s`` times the seconds of audio the worker has to decode before
     it can answer (the defaults, 5 s + 1.5x, leave room for a CPU shared with other
-    work: on a busy 2-core machine decoding was seen at 0.9x real time; a false alarm
-    would kill a healthy worker). A worker that dies or misses a deadline is killed and replaced in the
-    background; the requests it had in flight fail with a retryable :class:`EngineError`
-    (never an empty transcript), and so does every later call of the streams it served
-    (open new ones: they go to a healthy worker). ``transcribe`` waits for a replacement
-    when no worker is left, up to ``start_timeout_s``.
+    work: on a busy 2-core machine decoding was seen at 0.9x real time, and a false
+    alarm would kill a healthy worker). A worker that dies or misses a deadline is
+    killed and replaced in the background; the requests it had in flight fail with a
+    retryable :class:`EngineError` (never an empty transcript), and so does every later
+    call of the streams it served (open new ones: they go to a healthy worker).
+    ``transcribe`` waits for a replacement when no worker is left, up to
+    ``start_timeout_s``. A ``transcribe`` call decodes its utterance in one go, holding
+    up that worker's streams meanwhile: live rooms should stream.
 
     Args:
         model: Directory of the acoustic model; defaults to the en-us model in the wheel.
