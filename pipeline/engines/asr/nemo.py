@@ -193,7 +193,11 @@ class NeMoASREngine(ASREngine):
             model.eval()
             self._configure_decoder(model)
             if self._word_timestamps:
-                enable_word_timestamps(model, "ctc" if self.decoder_type == "ctc" else "rnnt")
+                try:
+                    enable_word_timestamps(model, "ctc" if self.decoder_type == "ctc" else "rnnt")
+                except Exception as exc:  # noqa: BLE001 - a decoder without them still transcribes
+                    logger.warning("asr.model '{}' gives no word timings: {}", self.model_name, _one_line(exc))
+                    self._word_timestamps = False
             self._prompts = _prompt_languages(model)
             if self._configured_languages is None and self._prompts:
                 self.languages = frozenset(self._prompts)

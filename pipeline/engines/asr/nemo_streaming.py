@@ -189,7 +189,6 @@ class CacheAwareStreamer:
         self.frame_seconds = self.hop * int(encoder.subsampling_factor) / self.sample_rate
         self.att_context_size = list(encoder.att_context_size)
         self.tokenizer = model.tokenizer
-        self.blank = len(self.tokenizer.vocab) if hasattr(self.tokenizer, "vocab") else self.tokenizer.vocab_size
 
     @property
     def latency_s(self) -> float:
@@ -264,6 +263,7 @@ class CacheAwareStreamer:
 
     def _ctc(self, encoded: Any, encoded_len: Any, states: list[_DecoderState | None]) -> tuple[list[Any], list[Any]]:
         decoder = self.model.ctc_decoder if hasattr(self.model, "ctc_decoder") else self.model.decoder
+        blank = int(decoder.num_classes_with_blank) - 1  # NeMo's CTC blank is the last class
         predictions = decoder(encoder_output=encoded).argmax(dim=-1).cpu()
         tokens: list[list[tuple[int, int]]] = []
         extra: list[tuple[Any, int | None]] = []
@@ -271,7 +271,7 @@ class CacheAwareStreamer:
             previous = state.last_label if state is not None else None
             found = []
             for frame, label in enumerate(predictions[row, : int(encoded_len[row])].tolist()):
-                if label != self.blank and label != previous:
+                if label != blank and label != previous:
                     found.append((int(label), frame))
                 previous = label
             tokens.append(found)

@@ -5,9 +5,10 @@ wheel, so nothing is downloaded. Accuracy is modest (word error rate of roughly
 0.15-0.35 on read speech) and it decodes at 0.2-0.4x real time on one core.
 
 Decoding is incremental: a stream (:meth:`PocketSphinxASREngine.open_stream`) decodes
-audio as it arrives, so the final hypothesis is ready a few tens of milliseconds after
-the last audio, and ``transcribe`` is the same algorithm fed the whole utterance at once
-(a stream and ``transcribe`` give the same words for the same audio).
+audio as it arrives, so the final hypothesis needs only the end of the utterance
+(~80 ms of CPU: the end of the search and the best-path pass) after the last audio, and
+``transcribe`` is the same algorithm fed the whole utterance at once (a stream and
+``transcribe`` give the same words for the same audio).
 
 Two choices make incremental decoding as accurate as whole-utterance decoding was:
 
@@ -76,6 +77,8 @@ _CMN_GRAMMAR = "#JSGF V1.0;\ngrammar cmn;\npublic <s> = a;\n"
 _HEADER = struct.Struct("<BIII")
 _OPEN, _FEED, _PARTIAL, _FINALIZE, _CUT, _CLOSE, _TRANSCRIBE, _WARMUP = range(1, 9)
 _CUT_PAYLOAD = struct.Struct("<Q")
+#: Audio a worker decodes between two requests: ~20 ms of CPU, the most a request waits.
+_SLICE_SAMPLES = _RATE // 20
 #: Linux's F_SETPIPE_SZ: a 1 MiB pipe holds 30 s of audio, so feeding never waits on a
 #: worker that is busy with another stream for a moment.
 _F_SETPIPE_SZ = 1031
@@ -103,12 +106,14 @@ class PocketSphinxASREngine(ASREngine):
     **Failures.** Every request to a worker has a deadline: ``timeout_s`` plus
     ``timeout_per_audio_s`` times the seconds of audio the worker has to decode before
     it can answer (the defaults, 5 s + 1.5x, leave room for a CPU shared with other
-    work: on a busy 2-core machine decoding was seen at 0.9x real time; a false alarm
-    would kill a healthy worker). A worker that dies or misses a deadline is killed and replaced in the
-    background; the requests it had in flight fail with a retryable :class:`EngineError`
-    (never an empty transcript), and so does every later call of the streams it served
-    (open new ones: they go to a healthy worker). ``transcribe`` waits for a replacement
-    when no worker is left, up to ``start_timeout_s``.
+    work: on a busy 2-core machine decoding was seen at 0.9x real time, and a false
+    alarm would kill a healthy worker). A worker that dies or misses a deadline is
+    killed and replaced in the background; the requests it had in flight fail with a
+    retryable :class:`EngineError` (never an empty transcript), and so does every later
+    call of the streams it served (open new ones: they go to a healthy worker).
+    ``transcribe`` waits for a replacement when no worker is left, up to
+    ``start_timeout_s``. A ``transcribe`` call decodes its utterance in one go, holding
+    up that worker's streams meanwhile: live rooms should stream.
 
     Args:
         model: Directory of the acoustic model; defaults to the en-us model in the wheel.
@@ -319,15 +324,23 @@ class PocketSphinxASREngine(ASREngine):
             except queue.Empty:
                 decoder = _new_decoder(self._options)
             return _LocalStream(_StreamDecoder(decoder), on_close=lambda d: _return_decoder(pool, d, self._pool_size))
-        worker = self._acquire_worker(stream=True)
-        try:
-            stream_id = worker.new_stream_id()
-            # Opening may load a decoder (~0.5 s) when the worker has none spare.
-            _raise_worker_error(worker.request(_OPEN, stream_id, cost_s=1.0, timeouts=self._timeouts))
-        except BaseException:
-            self._release_worker(worker, stream=True)
-            raise
-        return _WorkerStream(self, worker, stream_id)
+        attempts = self._pool_size + 1
+        while True:
+            attempts -= 1
+            worker = self._acquire_worker(stream=True)
+            try:
+                stream_id = worker.new_stream_id()
+                # Opening may load a decoder (~0.5 s) when the worker has none spare.
+                _raise_worker_error(worker.request(_OPEN, stream_id, cost_s=1.0, timeouts=self._timeouts))
+            except EngineError:
+                self._release_worker(worker, stream=True)
+                if worker.alive or attempts <= 0:
+                    raise
+                continue  # it died before it was noticed: nothing was lost, try another
+            except BaseException:
+                self._release_worker(worker, stream=True)
+                raise
+            return _WorkerStream(self, worker, stream_id)
 
     # --- the worker pool ---------------------------------------------------------------
 
@@ -534,6 +547,7 @@ class _LocalStream(ASRStream):
         samples = _as_int16(pcm)
         decoder = self._open()
         decoder.feed(samples.tobytes())
+        decoder.catch_up()
         self._fed += samples.size
 
     def partial(self) -> Transcript:
@@ -737,7 +751,10 @@ class _Worker:
                 with self._lock:
                     entry = self._pending.pop(int(message.get("id", 0)), None)
                     if entry is not None:
-                        self._done_s = max(self._done_s, entry[1])
+                        # Everything sent up to this request, less what the worker says
+                        # it has still to decode.
+                        done = entry[1] - float(message.get("backlog_s", 0.0))
+                        self._done_s = max(self._done_s, done)
                 if entry is not None:
                     entry[0].set_result(message)
         except (EOFError, OSError, ValueError):
@@ -825,12 +842,15 @@ def _new_decoder(options: dict[str, Any]) -> Decoder:
 class _StreamDecoder:
     """Incremental decoding of one stream on one ``Decoder``.
 
-    Keeps the audio since the last cut. Once the window holds a second of sound the
-    cepstral mean is estimated from it, and from then on the window is decoded as it
-    grows; ``finalize`` ends the utterance (pocketsphinx cannot resume one), so audio
-    fed after it restarts the utterance and decodes the whole window again. A window
-    finalized before it holds a second of sound is decoded only then, with the mean of
-    what it has. Results are plain dicts (they cross the process boundary as JSON).
+    Keeps the audio since the last cut. ``feed`` only appends; ``work`` decodes the next
+    slice of what is pending (the worker calls it between requests, so a long catch-up
+    never holds up an answer), ``catch_up`` all of it. Once the window holds a second of
+    sound, the cepstral mean is estimated from it and the window is decoded from its
+    start with that mean; ``finalize`` ends the utterance (pocketsphinx cannot resume
+    one), so audio fed after it restarts the utterance and decodes the whole window
+    again. A window finalized before it holds a second of sound is decoded only then,
+    with the mean of what it has. Results are plain dicts (they cross the process
+    boundary as JSON).
     """
 
     def __init__(self, decoder: Decoder) -> None:
@@ -858,9 +878,28 @@ class _StreamDecoder:
         self._note_sound(chunk, self._samples)
         self._audio += data
         self._final = None
-        self._guard(self._advance)
+
+    def backlog(self) -> int:
+        """Samples ``work`` would decode now (0: up to date, or waiting for sound)."""
+        if self._error is not None:
+            return 0
+        if self._in_utt:
+            return self._samples - self._decoded
+        if self._final is not None or (self._cmn is None and not self._cmn_ready()):
+            return 0  # finalized and nothing new since, or waiting for a second of sound
+        return self._samples  # the utterance (re)starts from the window's start
+
+    def work(self, limit: int) -> None:
+        """Decode up to ``limit`` more samples of the backlog."""
+        if self.backlog() == 0:
+            return
+        self._guard(lambda: self._work(limit))
+
+    def catch_up(self) -> None:
+        self.work(self._samples)
 
     def partial(self) -> dict[str, Any]:
+        """The hypothesis of what is decoded so far (the worker keeps up in real time)."""
         self._raise_error()
         if self._final is not None:
             return self._final
@@ -876,10 +915,13 @@ class _StreamDecoder:
             # Nothing to hear; an utterance in progress just goes on with the next audio.
             self._final = _empty()
             return self._final
+        self.catch_up()
+        self._raise_error()
         if not self._in_utt:
             # Under a second of sound: estimate the mean from what there is, just for now.
             start = self._sound_from or 0
             self._guard(lambda: self._restart(self._cmn or self._estimate_cmn(start, self._samples)))
+            self._guard(lambda: self._process(self._samples))
             self._raise_error()
         self._guard(self.decoder.end_utt)
         self._raise_error()
@@ -899,7 +941,6 @@ class _StreamDecoder:
         self._final = None
         self._peak, self._sound_from = 0, None
         self._note_sound(np.frombuffer(self._audio, dtype="<i2"), 0)
-        self._guard(self._advance)
 
     def release(self) -> Decoder:
         """End any utterance and hand the decoder back (for the next stream)."""
@@ -911,16 +952,16 @@ class _StreamDecoder:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _advance(self) -> None:
-        """Decode what the window has that the decoder has not seen, if it can yet."""
-        if self._in_utt:
-            self._process(self._decoded, self._samples)
-            return
-        if self._cmn is None:
-            if self._sound_from is None or self._samples - self._sound_from < _CMN_SAMPLES:
-                return  # wait for a second of sound to estimate the mean from
-            self._cmn = self._estimate_cmn(self._sound_from, self._sound_from + _CMN_SAMPLES)
-        self._restart(self._cmn)
+    def _cmn_ready(self) -> bool:
+        return self._sound_from is not None and self._samples - self._sound_from >= _CMN_SAMPLES
+
+    def _work(self, limit: int) -> None:
+        if not self._in_utt:
+            if self._cmn is None:
+                assert self._sound_from is not None
+                self._cmn = self._estimate_cmn(self._sound_from, self._sound_from + _CMN_SAMPLES)
+            self._restart(self._cmn)
+        self._process(min(self._samples, self._decoded + limit))
 
     def _restart(self, cmn: str) -> None:
         decoder = self.decoder
@@ -932,11 +973,10 @@ class _StreamDecoder:
         decoder.start_utt()
         self._in_utt = True
         self._decoded = 0
-        self._process(0, self._samples)
 
-    def _process(self, start: int, end: int) -> None:
-        if end > start:
-            self.decoder.process_raw(bytes(self._audio[2 * start : 2 * end]), full_utt=False)
+    def _process(self, end: int) -> None:
+        if end > self._decoded:
+            self.decoder.process_raw(bytes(self._audio[2 * self._decoded : 2 * end]), full_utt=False)
             self._decoded = end
 
     def _estimate_cmn(self, start: int, end: int) -> str:
@@ -1021,18 +1061,25 @@ def _decode_utterance(decoder: Decoder, data: bytes) -> dict[str, Any]:
 def _worker_main(options: dict[str, Any], spare: int) -> None:
     """The worker process: load decoders, then serve requests until stdin closes.
 
-    Requests are served strictly in order, which is what lets the parent reason about
-    backlog and deadlines. A failing stream records its error and reports it on its next
-    request that has a reply; other streams are unaffected.
+    Requests are served in order. Between two requests the worker decodes one slice
+    (50 ms of audio) of a stream with audio pending, in turn: decoding keeps pace with
+    the audio however requests arrive, and a request waits for at most one slice, so
+    ``partial`` answers at once even while a stream catches up on a second of audio.
+    Every reply says how much audio is still pending (the parent's deadlines allow for
+    it). A failing stream records its error and reports it on its next request that has
+    a reply; other streams are unaffected.
     """
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout = sys.stdout.buffer
     try:
         free = [_new_decoder(options) for _ in range(spare)]
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         _write_message(stdout, {"id": 0, "error": str(exc)})
         return
     _write_message(stdout, {"id": 0, "ready": True})
+    requests = _RequestReader(sys.stdin.fileno())
     streams: dict[int, _StreamDecoder] = {}
+    turn = 0
+    worked = True  # a slice since the last request: the next request goes first
 
     def borrow() -> Decoder:
         return free.pop() if free else _new_decoder(options)
@@ -1042,11 +1089,17 @@ def _worker_main(options: dict[str, Any], spare: int) -> None:
             free.append(decoder)
 
     while True:
-        header = stdin.read(_HEADER.size)
-        if len(header) < _HEADER.size:
+        pending = [stream for stream in streams.values() if stream.backlog()]
+        if pending and (not worked or not requests.ready()):
+            pending[turn % len(pending)].work(_SLICE_SAMPLES)
+            turn += 1
+            worked = True
+            continue
+        request = requests.next()
+        if request is None:
             return
-        op, stream_id, request_id, size = _HEADER.unpack(header)
-        payload = stdin.read(size) if size else b""
+        worked = False
+        op, stream_id, request_id, payload = request
         reply: dict[str, Any] = {"id": request_id}
         try:
             if op == _OPEN:
@@ -1079,7 +1132,47 @@ def _worker_main(options: dict[str, Any], spare: int) -> None:
         except (RuntimeError, EngineUnavailableError) as exc:
             reply["error"] = str(exc) or type(exc).__name__
         if request_id:
+            reply["backlog_s"] = sum(stream.backlog() for stream in streams.values()) / _RATE
             _write_message(stdout, reply)
+
+
+class _RequestReader:
+    """Requests from a pipe, readable without blocking (to decode while none waits)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._eof = False
+
+    def ready(self) -> bool:
+        """Whether a request (or the end of input) is there without waiting."""
+        return self._complete() or self._eof or self._fill(0.0)
+
+    def next(self) -> tuple[int, int, int, bytes] | None:
+        """The next request, waiting for it; ``None`` once the parent closed the pipe."""
+        while not self._complete():
+            if self._eof or not self._fill(None):
+                return None
+        op, stream_id, request_id, size = _HEADER.unpack_from(self._buffer)
+        payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+        del self._buffer[: _HEADER.size + size]
+        return op, stream_id, request_id, payload
+
+    def _complete(self) -> bool:
+        if len(self._buffer) < _HEADER.size:
+            return False
+        return len(self._buffer) >= _HEADER.size + _HEADER.unpack_from(self._buffer)[3]
+
+    def _fill(self, timeout: float | None) -> bool:
+        readable, _, _ = select.select([self._fd], [], [], timeout)
+        if not readable:
+            return False
+        data = os.read(self._fd, 1 << 20)
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
 
 
 def _write_message(stream: IO[bytes], message: dict[str, Any]) -> None:
