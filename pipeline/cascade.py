@@ -15,10 +15,12 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
 from pipeline.errors import UnsupportedLanguageError
-from pipeline.languages import LanguageSupport, display_name
+from pipeline.languages import LanguageSupport, display_name, is_auto
 from pipeline.processors.asr import ASRProcessor
 from pipeline.processors.audio_input import AudioInputProcessor
 from pipeline.processors.denoise import DenoiseProcessor
+from pipeline.processors.language_id import LanguageIDParams, LanguageIDProcessor
+from pipeline.processors.recognition_feedback import RecognitionFeedbackProcessor
 from pipeline.processors.results import InterpretationResultProcessor
 from pipeline.processors.translate import TranslationProcessor
 from pipeline.processors.tts import TTSProcessor
@@ -38,6 +40,8 @@ class Engines:
     asr: ASREngine
     mt: MTEngine
     tts: TTSEngine
+    #: How ``auto`` spoken languages are identified with these engines.
+    language_id: LanguageIDParams = field(default_factory=LanguageIDParams)
     _support: LanguageSupport | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -59,6 +63,8 @@ class Engines:
         """
         support = self.languages
         for lang in speakers:
+            if is_auto(lang):  # identified from speech: any recognised language
+                continue
             if not support.can_recognise(lang):
                 raise UnsupportedLanguageError(
                     f"asr engine '{self.asr.name}' does not recognise {display_name(lang)} ('{lang}') "
@@ -127,11 +133,14 @@ def build_cascade(
     The last processor, :class:`InterpretationResultProcessor`, sends one
     ``InterpretationResultFrame`` per finished utterance.
     """
+    language_id = LanguageIDProcessor(engines.asr, room, engines.language_id, max_pending=max_pending)
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
         DenoiseProcessor(engines.denoise),
         VADSegmenterProcessor(engines.vad, room, segmenter),
+        language_id,
         ASRProcessor(engines.asr, warn_slow=warn_slow, max_pending=max_pending),
+        RecognitionFeedbackProcessor(language_id),
     ]
     if voice_capture and engines.tts.clones_voices:
         from voices.capture_processor import VoiceCaptureProcessor
