@@ -4,16 +4,19 @@ interpretation sessions with."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from bot.config import ENGINE_KINDS, Settings
+from bot.config import ENGINE_KINDS, ASRSettings, EngineSettings, Settings
 from pipeline.cascade import Engines
-from pipeline.engines.base import Engine
+from pipeline.engines.base import ASREngine, Engine
 from pipeline.engines.calls import StageTimeouts
 from pipeline.engines.registry import create_engine, engine_class
+from pipeline.errors import ConfigError
+from pipeline.processors.language_id import LanguageIDParams
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
 from pipeline.streaming import StreamingParams
@@ -23,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_engines",
+    "create_asr_engine",
     "interpretation_params",
+    "language_id_params",
     "load_engines",
     "segmenter_params",
     "session_factory",
@@ -40,6 +45,59 @@ def check_engines(settings: Settings) -> None:
     """
     for kind in ENGINE_KINDS:
         engine_class(kind, settings.engine(kind).engine)
+    for language, route in settings.asr.routes.items():
+        try:
+            engine_class("asr", route.engine)
+        except ConfigError as exc:
+            raise ConfigError(f"asr.routes.{language}: {exc}") from None
+
+
+def create_asr_engine(cfg: ASRSettings) -> ASREngine:
+    """The ASR engine of a section: its default engine, routed per language when
+    ``routes`` are set (one engine per distinct model, shared by the routes naming it).
+
+    Raises:
+        ConfigError: an unknown engine or option (the message names the route).
+    """
+    default = _build("asr", cfg)
+    if not cfg.routes:
+        return default  # type: ignore[return-value]
+    from pipeline.engines.asr.routed import RoutedASREngine
+
+    shared: dict[str, Engine] = {_identity(cfg): default}
+    routes: dict[str, ASREngine] = {}
+    for language, route in cfg.routes.items():
+        key = _identity(route)
+        if key not in shared:
+            try:
+                shared[key] = _build("asr", route)
+            except ConfigError as exc:
+                raise ConfigError(f"asr.routes.{language}: {exc}") from None
+        routes[language] = shared[key]  # type: ignore[assignment]
+    return RoutedASREngine(default, routes)  # type: ignore[arg-type]
+
+
+def _build(kind: str, cfg: EngineSettings) -> Engine:
+    return create_engine(kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options)
+
+
+def _identity(cfg: EngineSettings) -> str:
+    """Settings that build the same engine give the same identity (so it is built once)."""
+    return json.dumps([cfg.engine, cfg.model, cfg.device, cfg.options], sort_keys=True, default=str)
+
+
+def language_id_params(settings: Settings) -> LanguageIDParams:
+    """How ``auto`` spoken languages are identified (``languages.identification``)."""
+    ident = settings.languages.identification
+    return LanguageIDParams(
+        threshold=ident.threshold,
+        settle_probability=ident.settle_probability,
+        agreeing=ident.agreeing,
+        recheck_after=ident.recheck_after,
+        fallback=ident.fallback,
+        candidates=tuple(ident.candidates),
+        min_speech_s=ident.min_speech_s,
+    )
 
 
 def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
@@ -55,11 +113,14 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
     try:
         for kind in ENGINE_KINDS:
             cfg = settings.engine(kind)
-            engine = create_engine(
-                kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options
-            )
+            engine = create_asr_engine(settings.asr) if kind == "asr" else _build(kind, cfg)
             started = time.monotonic()
             logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
+            if kind == "asr" and settings.asr.routes:
+                logger.info(
+                    "asr routes: "
+                    + ", ".join(f"{lang} → {r.engine} {r.model}" for lang, r in sorted(settings.asr.routes.items()))
+                )
             engine.load()
             if warmup:
                 engine.warmup()
@@ -75,6 +136,7 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         asr=built["asr"],  # type: ignore[arg-type]
         mt=built["mt"],  # type: ignore[arg-type]
         tts=built["tts"],  # type: ignore[arg-type]
+        language_id=language_id_params(settings),
     )
     return engines
 

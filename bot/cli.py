@@ -63,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     tr.add_argument("inputs", nargs="+", metavar="IN", help="audio file (wav, mp3, ogg, flac, ...); several = several speakers")
-    tr.add_argument("--from", dest="source", metavar="LANG", help="spoken language (default: languages.speaker)")
+    tr.add_argument(
+        "--from", dest="source", metavar="LANG",
+        help="spoken language, or 'auto' to identify it from the speech (default: languages.speaker)",
+    )
     tr.add_argument("--to", dest="target", metavar="LANG", help="language to interpret into (default: first of languages.listeners)")
     tr.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="where to write the interpretation")
     tr.add_argument("--captions", metavar="OUT.json", help="also write transcripts, translations and latencies")
@@ -206,6 +209,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from bot.app import interpretation_params, load_engines
     from pipeline.audio import load_audio
     from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
+    from pipeline.languages import is_auto
 
     extra = []
     if args.source:
@@ -238,6 +242,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
     engines = load_engines(settings)
     try:
+        # An 'auto' speaker is not checked here: their language is known only once identified.
         engines.check_languages([source], [target])
         result = asyncio.run(
             run_cascade_on_tracks(
@@ -254,6 +259,13 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         result, target, args.output, args.captions, out_rate=args.sample_rate, inputs=list(args.inputs)
     )
     spoken = sum(r.utterance.duration for r in result.utterances)
+    if is_auto(source):
+        for track in tracks:
+            heard = [r.utterance.language for r in result.utterances if r.user_id == track.user_id]
+            if heard:
+                counts = {code: heard.count(code) for code in dict.fromkeys(heard)}
+                found = ", ".join(f"{code} ({n} utterance{'s' if n > 1 else ''})" for code, n in counts.items())
+                logger.info(f"speaker '{track.user_id}' ({source}): {found}")
     if not result.utterances:
         logger.info("no speech found in the input")
     for reason in result.errors:

@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.discord_settings import DiscordSettings
 from pipeline.errors import ConfigError, UnsupportedLanguageError
-from pipeline.languages import normalize
+from pipeline.languages import AUTO, is_auto, normalize
 from transports.webrtc.settings import WebRTCSettings
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENGINE_KINDS",
+    "ASRSettings",
     "EngineSettings",
     "InterpretationSettings",
+    "LanguageIdentificationSettings",
     "LanguageSettings",
     "PipelineSettings",
     "ServerSettings",
@@ -62,6 +64,66 @@ class EngineSettings(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ASRSettings(EngineSettings):
+    """The ASR section: the default engine, plus a dedicated model per language.
+
+    Attributes:
+        routes: Language → the model that transcribes it, instead of the default one.
+            A value is ``"[engine:]model"`` (``"whisper:large-v3-turbo"``; without an
+            engine name, the section's ``engine``) or a mapping with ``engine``, ``model``,
+            ``device`` and ``options``. Routes take the section's ``device`` unless they
+            set one; the section's ``options`` belong to the default engine only. A
+            ``null`` route is no route (``--set asr.routes.ja=null`` drops one,
+            ``--set asr.routes=null`` all of them).
+    """
+
+    routes: dict[str, EngineSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_routes(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        routes = data.get("routes")
+        if routes is None:
+            return {**data, "routes": {}}
+        if not isinstance(routes, dict):
+            raise ValueError("routes: expected a mapping of language → model")
+        engine = data.get("engine")
+        device = data.get("device", "auto")
+        parsed: dict[str, Any] = {}
+        for language, value in routes.items():
+            if value is None:
+                continue
+            try:
+                code = _check_language(str(language))
+            except ValueError as exc:
+                raise ValueError(f"routes.{language}: {exc}") from None
+            parsed[code] = _route(value, engine, device, f"routes.{language}")
+        return {**data, "routes": parsed}
+
+
+def _route(value: Any, engine: Any, device: Any, where: str) -> dict[str, Any]:
+    """One route as an engine section: "[engine:]model" or a mapping, with the defaults."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError(f"{where}: empty model")
+        prefix, sep, rest = text.partition(":")
+        if sep and _is_asr_engine(prefix):
+            return {"engine": prefix, "model": rest.strip(), "device": device}
+        return {"engine": engine, "model": text, "device": device}
+    if isinstance(value, dict):
+        return {"engine": engine, "device": device, **value}
+    raise ValueError(f"{where}: expected \"[engine:]model\" or a mapping, got {value!r}")
+
+
+def _is_asr_engine(name: str) -> bool:
+    from pipeline.engines.registry import engine_names
+
+    return name in engine_names("asr")
+
+
 class VADSettings(_Strict):
     """Utterance segmentation; see ``pipeline.segmenter.SegmenterParams``."""
 
@@ -73,16 +135,46 @@ class VADSettings(_Strict):
     max_utterance_s: float = Field(15.0, ge=1.0, le=120.0)
 
 
+class LanguageIdentificationSettings(_Strict):
+    """How a spoken language set to ``auto`` is identified from speech.
+
+    See ``pipeline.processors.language_id.LanguageIDParams`` for each value.
+    """
+
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    settle_probability: float = Field(0.85, gt=0.0, le=1.0)
+    agreeing: int = Field(2, ge=1, le=10)
+    recheck_after: int = Field(2, ge=1, le=100)
+    fallback: str | None = None
+    candidates: list[str] = Field(default_factory=list)
+    min_speech_s: float = Field(1.0, ge=0.0, le=30.0)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_code(cls, value: str | None) -> str | None:
+        return None if value is None else _check_language(value)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_codes(cls, value: list[str]) -> list[str]:
+        return [_check_language(v) for v in value]
+
+
 class LanguageSettings(_Strict):
-    """Spoken and listener languages, normalised to ISO 639-1 codes (``en-US`` → ``en``)."""
+    """Spoken and listener languages, normalised to ISO 639-1 codes (``en-US`` → ``en``).
+
+    ``speaker: auto`` identifies each participant's language from their speech
+    (``identification``).
+    """
 
     speaker: str = "en"
     listeners: list[str] = Field(default_factory=lambda: ["es"])
+    identification: LanguageIdentificationSettings = LanguageIdentificationSettings()
 
     @field_validator("speaker")
     @classmethod
     def _speaker_code(cls, value: str) -> str:
-        return _check_language(value)
+        return AUTO if is_auto(value) else _check_language(value)
 
     @field_validator("listeners")
     @classmethod
@@ -138,7 +230,7 @@ class ServerSettings(_Strict):
 
 
 class _Profile(_Strict):
-    asr: EngineSettings
+    asr: ASRSettings
     mt: EngineSettings
     tts: EngineSettings
     denoise: EngineSettings = EngineSettings(engine="none")
@@ -149,7 +241,7 @@ class Settings(_Strict):
     """The resolved configuration: one profile's engines with every override applied."""
 
     profile: str
-    asr: EngineSettings
+    asr: ASRSettings
     mt: EngineSettings
     tts: EngineSettings
     denoise: EngineSettings

@@ -16,11 +16,13 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
 from pipeline.engines.calls import StageTimeouts
 from pipeline.errors import UnsupportedLanguageError
-from pipeline.languages import LanguageSupport, display_name
+from pipeline.languages import LanguageSupport, display_name, is_auto
 from pipeline.latency import SessionStats
 from pipeline.processors.asr import ASRProcessor
 from pipeline.processors.audio_input import AudioInputProcessor
 from pipeline.processors.denoise import DenoiseProcessor
+from pipeline.processors.language_id import LanguageIDParams, LanguageIDProcessor
+from pipeline.processors.recognition_feedback import RecognitionFeedbackProcessor
 from pipeline.processors.results import InterpretationResultProcessor
 from pipeline.processors.speculation import SpeculationGateProcessor
 from pipeline.processors.streaming_asr import StreamingASRProcessor
@@ -43,6 +45,8 @@ class Engines:
     asr: ASREngine
     mt: MTEngine
     tts: TTSEngine
+    #: How ``auto`` spoken languages are identified with these engines.
+    language_id: LanguageIDParams = field(default_factory=LanguageIDParams)
     _support: LanguageSupport | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -64,6 +68,8 @@ class Engines:
         """
         support = self.languages
         for lang in speakers:
+            if is_auto(lang):  # identified from speech: any recognised language
+                continue
             if not support.can_recognise(lang):
                 raise UnsupportedLanguageError(
                     f"asr engine '{self.asr.name}' does not recognise {display_name(lang)} ('{lang}') "
@@ -145,6 +151,7 @@ def build_cascade(
     stream = streaming is not None and engines.asr.supports_streaming
     segmenter = segmenter or SegmenterParams()
     budget: dict[str, Any] = {"timeouts": timeouts, "concurrency": concurrency}
+    language_id = LanguageIDProcessor(engines.asr, room, engines.language_id, max_pending=max_pending, **budget)
     asr: FrameProcessor
     if stream:
         asr = StreamingASRProcessor(
@@ -156,8 +163,14 @@ def build_cascade(
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
         DenoiseProcessor(engines.denoise, **budget),
-        VADSegmenterProcessor(engines.vad, room, segmenter, streaming=stream, **budget),
+        # Speech of someone whose language is still being identified is recognised whole
+        # (after identification), not streamed: a stream needs its language up front.
+        VADSegmenterProcessor(
+            engines.vad, room, segmenter, streaming=stream, whole=language_id.needs_identification, **budget
+        ),
+        language_id,
         asr,
+        RecognitionFeedbackProcessor(language_id),
     ]
     if voice_capture and engines.tts.clones_voices:
         from voices.capture_processor import VoiceCaptureProcessor

@@ -347,6 +347,9 @@ class SpeechActivityFrame(DataFrame):
         audio: 16 kHz mono int16 samples (``start`` and ``audio`` events).
         utterance: For ``end``/``split``: the utterance the segmenter cut (the same one
             its ``UtteranceAudioFrame`` carries).
+        whole: This stretch of speech is recognised whole from its
+            ``UtteranceAudioFrame`` (``interpreted``), not streamed: its language is still
+            being identified.
     """
 
     user_id: str
@@ -356,6 +359,7 @@ class SpeechActivityFrame(DataFrame):
     wall: float
     audio: bytes = b""
     utterance: Utterance | None = None
+    whole: bool = False
 
     def spoken_at(self, t: float) -> float:
         """The wall-clock moment stream time ``t`` was spoken."""

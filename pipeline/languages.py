@@ -42,6 +42,7 @@ from typing import Any
 from pipeline.errors import UnsupportedLanguageError
 
 __all__ = [
+    "AUTO",
     "ENGINE_FAMILIES",
     "SENTENCE_END_MARKS",
     "UNSPACED_SENTENCE_END_MARKS",
@@ -54,6 +55,7 @@ __all__ = [
     "family_codes",
     "finish_translation",
     "from_engine_code",
+    "is_auto",
     "known_codes",
     "lookup",
     "name",
@@ -63,6 +65,11 @@ __all__ = [
     "punctuation_marks",
     "punctuation_rules",
 ]
+
+#: The spoken-language setting that asks for the language to be identified from speech
+#: (``languages.speaker: auto``, ``polyvox translate --from auto``, a participant who
+#: joins with it).
+AUTO = "auto"
 
 #: The engine families whose language codes the registry knows.
 ENGINE_FAMILIES = ("nllb", "apertium", "espeak", "xtts", "whisper", "nemo")
@@ -443,6 +450,11 @@ def display_name(tag: str) -> str:
         UnsupportedLanguageError: an unknown tag.
     """
     return lookup(tag).display_name
+
+
+def is_auto(tag: str | None) -> bool:
+    """Whether a spoken-language setting asks for identification from speech (:data:`AUTO`)."""
+    return isinstance(tag, str) and tag.strip().lower() == AUTO
 
 
 def known_codes() -> tuple[str, ...]:

@@ -217,6 +217,9 @@ def _one_line(exc: BaseException) -> str:
 def configured_models(settings: Any) -> list[tuple[str, str]]:
     """``(kind, model)`` for every engine section of ``settings`` that names a model.
 
+    Models are named as they are fetched: an engine that takes short names (Whisper's
+    ``large-v3-turbo``) gives the hub repository it means. ``asr.routes`` models count too.
+
     Args:
         settings: A ``bot.config.Settings`` (its engine sections are read), a mapping
             of kind → ``EngineSettings``, or an iterable of model names / paths /
@@ -224,7 +227,12 @@ def configured_models(settings: Any) -> list[tuple[str, str]]:
     """
     kinds = ("denoise", "vad_engine", "asr", "mt", "tts")
     if hasattr(settings, "engine") and callable(settings.engine):
-        sections = [(kind, settings.engine(kind)) for kind in kinds]
+        sections = []
+        for kind in kinds:
+            section = settings.engine(kind)
+            sections.append((kind, section))
+            routes = getattr(section, "routes", None) or {}
+            sections += [(kind, route) for _, route in sorted(routes.items())]
     elif isinstance(settings, dict):
         sections = list(settings.items())
     else:
@@ -232,9 +240,25 @@ def configured_models(settings: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for kind, item in sections:
         model = item if isinstance(item, str) else getattr(item, "model", None)
+        engine = None if isinstance(item, str) else getattr(item, "engine", None)
+        if model and kind and engine:
+            model = _hub_name(kind, engine, model)
         if model and (kind, model) not in out:
             out.append((kind, model))
     return out
+
+
+def _hub_name(kind: str, engine: str, model: str) -> str:
+    """The repository an engine fetches for a model setting (its ``hub_repository``)."""
+    if is_local_path(model):
+        return model
+    try:
+        from pipeline.engines.registry import engine_class
+
+        repository = getattr(engine_class(kind, engine), "hub_repository", None)
+    except Exception:  # noqa: BLE001 - unknown engines and missing extras keep the name
+        return model
+    return str(repository(model)) if callable(repository) else model
 
 
 def pull(

@@ -58,7 +58,8 @@ class Participant:
 
     Attributes:
         user_id: Transport-specific id (Discord user id, WebRTC participant id, file name).
-        language: ISO 639-1 code of the language they speak.
+        language: ISO 639-1 code of the language they speak; ``"auto"`` until it has been
+            identified from their speech (``pipeline.processors.language_id``).
         name: Display name for captions.
         hears: The language they want to hear (WebRTC), or ``None`` for the room's.
         voice: Their voice profile for cloning, once one exists (``None``: neutral voice).
@@ -68,6 +69,9 @@ class Participant:
             for anonymous participants, of whom nothing is stored.
         listener: They only listen: what they say is not interpreted (no microphone, or
             a language no recogniser here knows).
+        language_detected: ``language`` was identified from their speech rather than set
+            (by them, a transport or the configuration); a set language is never
+            re-identified.
     """
 
     user_id: str
@@ -78,6 +82,7 @@ class Participant:
     voice_opt_out: bool = False
     identity: str | None = None
     listener: bool = False
+    language_detected: bool = False
 
 
 class Room:
@@ -86,7 +91,8 @@ class Room:
     Args:
         listener_languages: Languages every utterance is interpreted into (each minus the
             speaker's own).
-        default_language: Spoken language assumed for a participant who has not set one.
+        default_language: Spoken language assumed for a participant who has not set one
+            (``"auto"``: identified from their speech).
     """
 
     def __init__(self, listener_languages: list[str] | tuple[str, ...], default_language: str = "en"):
@@ -127,6 +133,7 @@ class Room:
         else:
             if language:
                 participant.language = language
+                participant.language_detected = False
             if name:
                 participant.name = name
             if hears:
@@ -134,6 +141,12 @@ class Room:
             if identity:
                 participant.identity = identity
         return participant
+
+    def set_detected_language(self, user_id: str, language: str) -> None:
+        """Record the language identified from ``user_id``'s speech (not an explicit setting)."""
+        participant = self.participant(user_id)
+        participant.language = language
+        participant.language_detected = True
 
     def leave(self, user_id: str) -> None:
         """Forget a participant."""

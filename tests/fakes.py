@@ -148,6 +148,38 @@ class ToneWordsASREngine(ASREngine):
         return Transcript(" ".join(texts), language, punctuated=self.punctuated, words=words)
 
 
+class ToneLanguageASREngine(ToneASREngine):
+    """:class:`ToneASREngine` that also identifies languages: each tone is "spoken" in one.
+
+    Args:
+        spoken: frequency → (language, probability) that ``detect_language`` reports, the
+            rest of the probability spread evenly over the other languages; a tone not
+            listed gets an even spread over every language.
+        **kwargs: See :class:`ToneASREngine`.
+    """
+
+    name = "tone-lid"
+    languages = frozenset({"en", "es", "fr"})
+    detects_language = True
+
+    def __init__(self, spoken: dict[int, tuple[str, float]] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spoken = spoken or {}
+        self.detections: list[int] = []
+
+    def detect_language(self, pcm: np.ndarray, sample_rate: int) -> list[tuple[str, float]]:
+        freq = int(round(dominant_frequency(pcm, sample_rate) / 10) * 10)
+        self.detections.append(freq)
+        time.sleep(self.delays.get(freq, 0.0))
+        language, probability = self.spoken.get(freq, ("", 0.0))
+        others = sorted(self.languages - {language})
+        rest = (1.0 - probability) / len(others)
+        ranking = [(other, rest) for other in others]
+        if language:
+            ranking.append((language, probability))
+        return sorted(ranking, key=lambda item: -item[1])
+
+
 class TagMTEngine(MTEngine):
     """Translates by tagging: "Hello." en→es → "[es] Hello."."""
 

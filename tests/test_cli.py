@@ -99,7 +99,7 @@ def test_gpu_profile_without_downloaded_models_names_the_model_and_the_pull_comm
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("polyvox:")]
     assert len(lines) == 1, result.stderr
-    assert "nvidia/parakeet-tdt-0.6b-v2" in lines[0] and "polyvox models pull --profile gpu" in lines[0]
+    assert "nvidia/parakeet-tdt-0.6b-v3" in lines[0] and "polyvox models pull --profile gpu" in lines[0]
     assert "Traceback" not in result.stderr
 
 

@@ -37,6 +37,16 @@ def test_overrides_apply_to_the_chosen_profile_and_parse_as_yaml():
     assert s.pipeline.warn_slower_than_realtime is False
 
 
+def test_the_spoken_language_may_be_auto():
+    s = load_settings(DEFAULT_CONFIG_PATH, overrides=["languages.speaker=Auto", "languages.identification.candidates=[en-US, ES]"])
+    assert s.languages.speaker == "auto"
+    assert s.languages.identification.candidates == ["en", "es"]
+    from bot.app import language_id_params
+
+    params = language_id_params(s)
+    assert params.candidates == ("en", "es") and params.threshold == s.languages.identification.threshold
+
+
 def test_a_config_file_can_override_engine_sections(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text(DEFAULT_CONFIG_PATH.read_text() + "\nasr:\n  options: {pool_size: 1}\n")
@@ -52,6 +62,8 @@ def test_a_config_file_can_override_engine_sections(tmp_path):
         (["vad.threshold=2"], None, "vad.threshold: Input should be less than 1"),
         (["vad.min_silence_ms=-5"], None, "vad.min_silence_ms"),
         (["languages.speaker=english"], None, "'english' is not an ISO 639-1 language code"),
+        (["languages.identification.fallback=xx"], None, "languages.identification.fallback: 'xx'"),
+        (["languages.identification.threshold=0"], None, "languages.identification.threshold"),
         (["server.port=http"], None, "server.port"),
         (["no-equals-sign"], None, "expected section.key=value"),
         (["vad.threshold.deep=1"], None, "vad.threshold is a value, not a section"),

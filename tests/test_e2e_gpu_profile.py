@@ -1,10 +1,14 @@
 """End to end: ``polyvox translate --profile gpu`` with every model set to a local path.
 
-NeMo ASR, NLLB and XTTS run from tiny random checkpoints written by the tests, loaded
-through the engines' real loaders by path, with the hub switched off: this is what an
-air-gapped machine with ``--set asr.model=... --set mt.model=... --set tts.model=...``
-does. Random weights make the words and the voice arbitrary; what is checked is that
-every stage ran for every utterance and the outputs are well formed.
+NeMo ASR (plus Whisper for the languages the profile routes to it), NLLB and XTTS run
+from tiny random checkpoints written by the tests, loaded through the engines' real
+loaders by path, with the hub switched off: this is what an air-gapped machine with
+``--set asr.model=... --set asr.routes.ja=whisper:... --set mt.model=...
+--set tts.model=...`` does. Random weights make the words and the voice arbitrary; what
+is checked is that every stage ran for every utterance and the outputs are well formed,
+with the speaker's language identified (``--from auto``: random Whisper is never sure,
+so the fallback, English, is used). Add ``("es", "en")`` to the parameters to run the
+other direction too (another minute of model loading).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ pytest.importorskip("TTS.tts.models.xtts")
 
 from pipeline.audio import load_audio  # noqa: E402
 from tests.tiny_models import build_tiny_nemo_asr, build_tiny_nllb, shared_checkpoint  # noqa: E402
+from tests.tiny_whisper import build_tiny_whisper  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +38,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.getbasetemp()
     return {
         "asr": shared_checkpoint(base, "nemo-ctc", lambda f: build_tiny_nemo_asr(f, "ctc")),
+        "whisper": shared_checkpoint(base, "whisper", build_tiny_whisper),
         "mt": shared_checkpoint(base, "nllb", lambda f: build_tiny_nllb(f / "tiny-nllb")),
         "tts": shared_checkpoint(
             base, "xtts", lambda f: tiny_xtts.write_tiny_xtts(f / "tiny", speakers=["Tiny Speaker"])
@@ -60,7 +66,10 @@ def two_sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.parametrize(("source", "target"), [("auto", "es")])
 def test_translate_with_the_gpu_profile_from_local_checkpoints(
+    source: str,
+    target: str,
     tmp_path: Path,
     checkpoints: dict[str, Path],
     two_sentences: Path,
@@ -68,14 +77,23 @@ def test_translate_with_the_gpu_profile_from_local_checkpoints(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from bot.cli import main
+    from bot.config import load_settings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out, captions = tmp_path / "talk.es.wav", tmp_path / "talk.es.json"
+    out, captions = tmp_path / f"talk.{target}.wav", tmp_path / f"talk.{target}.json"
+    # Every route of the profile (Whisper for the languages Parakeet lacks), by path.
+    routes = [
+        f"asr.routes.{language}=whisper:{checkpoints['whisper']}"
+        for language in load_settings(profile="gpu").asr.routes
+    ]
     status = main([
-        "translate", str(two_sentences), "--from", "en", "--to", "es",
+        "translate", str(two_sentences), "--from", source, "--to", target,
         "-o", str(out), "--captions", str(captions),
         "--profile", "gpu",
         "--set", f"asr.model={checkpoints['asr']}",
+        # Parakeet v3 knows its 25 languages by name; the tiny file's name says none.
+        "--set", "asr.options.languages=[en, es]",
+        *(part for route in routes for part in ("--set", route)),
         "--set", f"mt.model={checkpoints['mt']}",
         "--set", f"tts.model={checkpoints['tts']}",
         # deepfilternet is a separate extra; the denoiser is not what this test is about.
@@ -88,8 +106,9 @@ def test_translate_with_the_gpu_profile_from_local_checkpoints(
     utterances = document["utterances"]
     assert len(utterances) == 2
     for utterance in utterances:
+        assert utterance["language"] == ("en" if source == "auto" else source)
         assert isinstance(utterance["transcript"], str) and utterance["transcript"]
-        assert isinstance(utterance["translations"]["es"], str)
+        assert isinstance(utterance["translations"][target], str)
         assert utterance["output"] is not None
     assert document["dropped"] == []
     speech = load_audio(out)

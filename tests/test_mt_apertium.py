@@ -46,7 +46,7 @@ def test_finds_the_installed_pairs(engine: ApertiumMTEngine) -> None:
     assert engine.pairs() == sorted(engine.pairs())
     assert engine.supports("en", "es")
     assert engine.supports("en-US", "ES")
-    assert not engine.supports("en", "fr")
+    assert not engine.supports("en", "ja")
 
 
 def test_translates_english_to_spanish(engine: ApertiumMTEngine) -> None:
@@ -124,9 +124,9 @@ def test_concurrent_callers_each_get_their_own_answer(engine: ApertiumMTEngine) 
 
 def test_unsupported_pair_names_the_supported_ones(engine: ApertiumMTEngine) -> None:
     with pytest.raises(UnsupportedLanguageError) as caught:
-        engine.translate(["Hello."], "en", "fr")
+        engine.translate(["Hello."], "en", "ja")
     message = str(caught.value)
-    assert "en→fr" in message
+    assert "en→ja" in message
     assert "en→es" in message and "es→en" in message
     assert not caught.value.retryable
 
@@ -200,9 +200,52 @@ def test_marks_unknown_words_when_asked() -> None:
 def test_discovers_pairs_from_mode_file_names(tmp_path: Path) -> None:
     for name in ["eng-cat.mode", "cat-eng.mode", "spa-eng_US.mode", "por-glg.mode", "README"]:
         (tmp_path / name).write_text("")
-    engine = ApertiumMTEngine(modes_dir=str(tmp_path))
+    engine = ApertiumMTEngine(modes_dir=str(tmp_path), max_pivots=0)
     assert engine.pairs() == [("ca", "en"), ("en", "ca"), ("es", "en"), ("pt", "gl")]
     assert engine.supports("pt", "gl")
+
+
+# -- pivots -------------------------------------------------------------------------
+
+
+def mode_files(folder: Path, *pairs: str) -> Path:
+    for pair in pairs:
+        (folder / f"{pair}.mode").write_text("")
+    return folder
+
+
+def test_pivoted_pairs_are_listed_and_supported(tmp_path: Path) -> None:
+    modes = mode_files(tmp_path, "eng-spa", "spa-eng", "es-fr", "fr-es", "es-pt")
+    engine = ApertiumMTEngine(modes_dir=str(modes))
+    pivoted = {("en", "fr"), ("fr", "en"), ("en", "pt"), ("fr", "pt")}
+    direct = {("en", "es"), ("es", "en"), ("es", "fr"), ("fr", "es"), ("es", "pt")}
+    assert set(engine.pairs()) == direct | pivoted
+    assert engine.supports("en-GB", "fr") and not engine.supports("pt", "en")  # no pt→es installed
+    assert engine.route("en", "fr") == ["en", "es", "fr"]
+    assert engine.route("en", "es") == ["en", "es"]
+    with pytest.raises(UnsupportedLanguageError, match="pt→en, not even through 1 pivot"):
+        engine.route("pt", "en")
+    assert set(ApertiumMTEngine(modes_dir=str(modes), max_pivots=0).pairs()) == direct
+
+
+def test_a_second_pivot_only_when_allowed(tmp_path: Path) -> None:
+    modes = mode_files(tmp_path, "eng-cat", "cat-spa", "spa-ita")
+    assert not ApertiumMTEngine(modes_dir=str(modes)).supports("en", "it")
+    two = ApertiumMTEngine(modes_dir=str(modes), max_pivots=2)
+    assert two.route("en", "it") == ["en", "ca", "es", "it"]
+    with pytest.raises(ValueError, match="max_pivots"):
+        ApertiumMTEngine(max_pivots=3)
+
+
+def test_a_direct_pair_is_preferred_to_a_pivot(tmp_path: Path) -> None:
+    modes = mode_files(tmp_path, "eng-spa", "es-fr", "eng-cat", "cat-fra", "eng-fra")
+    assert ApertiumMTEngine(modes_dir=str(modes)).route("en", "fr") == ["en", "fr"]
+
+
+def test_the_best_connected_pivot_wins(tmp_path: Path) -> None:
+    # en→fr through ca or es: Spanish has more pairs installed, so it is the pivot.
+    modes = mode_files(tmp_path, "eng-cat", "cat-fra", "eng-spa", "es-fr", "spa-eng", "es-pt")
+    assert ApertiumMTEngine(modes_dir=str(modes)).route("en", "fr") == ["en", "es", "fr"]
 
 
 def test_load_without_pairs_says_what_to_install(tmp_path: Path) -> None:
@@ -316,3 +359,43 @@ def test_an_empty_answer_for_a_non_blank_text_is_an_error(tmp_path: Path, monkey
         assert engine.translate(["", "  "], "en", "es") == ["", ""]  # blank in, blank out
     finally:
         engine.close()
+
+
+needs_pivot = pytest.mark.skipif(
+    not (MODES_DIR / "es-fr.mode").exists(),
+    reason="Apertium fr-es is not installed (apt install apertium-fr-es)",
+)
+
+
+@needs_pivot
+def test_english_to_french_goes_through_spanish(caplog_loguru: list[str]) -> None:
+    engine = ApertiumMTEngine()
+    try:
+        assert engine.route("en", "fr") == ["en", "es", "fr"]
+        (french,) = engine.translate(["The weather is very good today."], "en", "fr")
+        (spanish,) = engine.translate(["The weather is very good today."], "en", "es")
+        # The pivot's output, translated on: the Spanish text through the es→fr pair.
+        assert french == engine.translate([spanish], "es", "fr")[0]
+        assert "aujourd'hui" in french and "temps" in french
+        assert engine.process_id("en", "es") is not None and engine.process_id("es", "fr") is not None
+    finally:
+        engine.close()
+    # The pivot is named in the log, once.
+    assert sum("en→fr goes through es" in message for message in caplog_loguru) == 1, caplog_loguru
+
+
+@needs_pivot
+def test_every_pivoted_target_of_english_translates(engine: ApertiumMTEngine) -> None:
+    for target in sorted({t for s, t in engine.pairs() if s == "en"} - {"en", "es"}):
+        (text,) = engine.translate(["Good morning, my friend."], "en", target)
+        assert text.strip() and text != "Good morning, my friend.", target
+
+
+@pytest.fixture
+def caplog_loguru() -> Iterator[list[str]]:
+    from loguru import logger
+
+    messages: list[str] = []
+    handler = logger.add(lambda message: messages.append(str(message)), level="INFO")
+    yield messages
+    logger.remove(handler)

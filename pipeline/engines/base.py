@@ -208,6 +208,22 @@ class ASREngine(Engine):
         """Transcribe several utterances; engines that batch on the device override this."""
         return [self.transcribe(pcm, sr, lang) for pcm, sr, lang in items]
 
+    #: Whether :meth:`detect_language` works: an optional capability (Whisper has it).
+    detects_language: bool = False
+
+    def detect_language(self, pcm: np.ndarray, sample_rate: int) -> list[tuple[str, float]]:
+        """Which language an utterance is spoken in (engines with ``detects_language``).
+
+        Returns:
+            ``(ISO 639-1 code, probability)`` for the languages the model tells apart,
+            most probable first.
+
+        Raises:
+            NotImplementedError: this engine cannot identify languages.
+            EngineError: the model failed on this input.
+        """
+        raise NotImplementedError(f"asr engine '{self.name}' cannot identify spoken languages")
+
 
 class RedecodingASRStream(ASRStream):
     """A stream for any engine: re-decodes the audio since the last cut with ``transcribe``.

@@ -28,6 +28,7 @@ ENGINES: dict[str, dict[str, str]] = {
     "asr": {
         "pocketsphinx": "pipeline.engines.asr.pocketsphinx:PocketSphinxASREngine",
         "nemo": "pipeline.engines.asr.nemo:NeMoASREngine",
+        "whisper": "pipeline.engines.asr.whisper:WhisperASREngine",
     },
     "mt": {
         "apertium": "pipeline.engines.mt.apertium:ApertiumMTEngine",

@@ -81,6 +81,8 @@ class _Speaker:
     history: list[list[str]] = field(default_factory=list)
     #: The stream broke in this stretch of speech: use the whole-utterance path.
     broken: bool = False
+    #: This stretch of speech is recognised whole (its language is being identified).
+    whole: bool = False
 
 
 class StreamingASRProcessor(ASRProcessor):
@@ -154,7 +156,9 @@ class StreamingASRProcessor(ASRProcessor):
                 audio = []
             if isinstance(frame, UtteranceAudioFrame):
                 await self.push_frame(frame)  # voice capture wants it
-                if speaker.broken:
+                if speaker.broken or frame.interpreted:
+                    # The stream broke, or this speech was never streamed (its language
+                    # was being identified): recognise it whole.
                     await self._guarded(self.recognise_whole, frame)
             else:
                 assert isinstance(frame, SpeechActivityFrame)
@@ -186,6 +190,9 @@ class StreamingASRProcessor(ASRProcessor):
         speaker.position, speaker.wall = frame.position, frame.wall
         if frame.kind == "start":
             speaker.broken = False
+            speaker.whole = frame.whole
+            if frame.whole:
+                return  # recognised whole from its UtteranceAudioFrame
             await self._open(user, speaker)
             if speaker.stream is None:
                 return
@@ -195,7 +202,7 @@ class StreamingASRProcessor(ASRProcessor):
             speaker.offset = (frame.position - len(pcm) / self._engine.sample_rate) - speaker.fed_s
             self._new_live(user, speaker, frame.at)
             await self._feed(speaker, pcm)
-        elif speaker.broken or speaker.stream is None:
+        elif speaker.broken or speaker.whole or speaker.stream is None:
             if frame.kind in ("end",):
                 speaker.paused_at, speaker.live, speaker.attempt = None, None, None
             return
@@ -211,7 +218,7 @@ class StreamingASRProcessor(ASRProcessor):
             await self._finish_live(user, speaker, frame, end=frame.at, split=True)
 
     async def _on_audio(self, user: str, speaker: _Speaker, frames: list[SpeechActivityFrame]) -> None:
-        if speaker.stream is None or speaker.broken:
+        if speaker.stream is None or speaker.broken or speaker.whole:
             return
         speaker.position, speaker.wall = frames[-1].position, frames[-1].wall
         pcm = np.frombuffer(b"".join(f.audio for f in frames), dtype=np.int16)

@@ -4,6 +4,7 @@ recognisers, reported step by step while they speak)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,9 @@ class VADSegmenterProcessor(UserLaneProcessor):
         room: Gives each speaker's language.
         params: Segmentation thresholds and durations.
         streaming: Also report speech step by step.
+        whole: With ``streaming``: says, when someone starts speaking, that this stretch
+            of their speech must be recognised whole rather than streamed (their language
+            is still being identified).
     """
 
     handles = (UserAudioRawFrame,)
@@ -49,9 +53,13 @@ class VADSegmenterProcessor(UserLaneProcessor):
         params: SegmenterParams | None = None,
         *,
         streaming: bool = False,
+        whole: Callable[[str], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(stage="vad", **kwargs)
+        self._whole = whole
+        #: Participants whose stretch of speech under way is recognised whole.
+        self._whole_now: set[str] = set()
         self._engine = engine
         self._room = room
         self._params = params or SegmenterParams()
@@ -84,6 +92,11 @@ class VADSegmenterProcessor(UserLaneProcessor):
 
     async def _emit_events(self, user: str, events: list[SpeechEvent]) -> None:
         for event in events:
+            if event.kind == "start":
+                if self._whole is not None and self._whole(user):
+                    self._whole_now.add(user)
+                else:
+                    self._whole_now.discard(user)
             utterance = None
             if event.segment is not None:
                 utterance = (await self._emit(user, [event.segment]))[0]
@@ -98,6 +111,7 @@ class VADSegmenterProcessor(UserLaneProcessor):
                     wall=self._spoken_at(user, event.position),
                     audio=event.audio.tobytes() if event.audio is not None else b"",
                     utterance=utterance,
+                    whole=user in self._whole_now,
                 )
             )
 
@@ -118,7 +132,8 @@ class VADSegmenterProcessor(UserLaneProcessor):
             )
             await self.push_frame(
                 UtteranceAudioFrame(
-                    utterance, segment.audio.tobytes(), self._engine.sample_rate, interpreted=not self._streaming
+                    utterance, segment.audio.tobytes(), self._engine.sample_rate,
+                    interpreted=not self._streaming or user in self._whole_now,
                 )
             )
             emitted.append(utterance)
@@ -146,3 +161,4 @@ class VADSegmenterProcessor(UserLaneProcessor):
     async def release_participant(self, user_id: str) -> None:
         await super().release_participant(user_id)
         self._segmenters.pop(user_id, None)
+        self._whole_now.discard(user_id)

@@ -10,6 +10,15 @@ the next NUL.
 
 Install a pair with ``apt install apertium-eng-spa`` (English ↔ Spanish); the engine finds
 the installed pairs in ``/usr/share/apertium/modes``.
+
+**Pivots.** Where no installed pair translates ``source`` → ``target`` directly, the text
+goes through another language: English → French as English → Spanish → French. The
+route is the shortest through installed pairs (a direct pair always wins), at most
+``max_pivots`` intermediate languages; among equally short routes the pivot with the most
+installed pairs wins (Spanish, Apertium's best-connected language), then the first by
+code. ``pairs()`` and ``supports()`` include pivoted directions; each route is logged
+(with its pivot) the first time it is used. Every hop adds a few milliseconds, and some
+quality: rule-based errors compound.
 """
 
 from __future__ import annotations
@@ -74,11 +83,13 @@ class ApertiumMTEngine(MTEngine):
         modes_dir: Where the ``<src>-<tgt>.mode`` files of the installed pairs live.
         mark_unknown: Mark words Apertium does not know with ``*`` (useful when judging
             a pair's coverage; users would rather not see them).
-        timeout_s: Wait for one text's translation on top of the per-character time.
+        timeout_s: Wait for one text's translation (per hop) on top of the per-character time.
         timeout_per_char_s: Wait per character of the text (translation runs at ~75 µs
             per character on a loaded 2-core machine; the default allows 13×).
         start_timeout_s: Extra wait for a request that starts the pipeline (loading its
             13 tools' data takes ~0.5 s on a loaded 2-core machine).
+        max_pivots: Most intermediate languages a route may go through (0: direct pairs
+            only; at most 2).
     """
 
     name: ClassVar[str] = "apertium"
@@ -91,7 +102,13 @@ class ApertiumMTEngine(MTEngine):
         timeout_s: float = 2.0,
         timeout_per_char_s: float = 0.001,
         start_timeout_s: float = 10.0,
+        max_pivots: int = 1,
     ) -> None:
+        if not 0 <= max_pivots <= 2:
+            raise ValueError(f"max_pivots must be 0, 1 or 2, not {max_pivots}")
+        self._max_pivots = max_pivots
+        self._routes: dict[tuple[str, str], tuple[str, ...]] | None = None
+        self._announced: set[tuple[str, ...]] = set()
         self._modes_dir = Path(modes_dir)
         self._generator_option = "-g" if mark_unknown else "-n"
         self._timeout_s = timeout_s
@@ -120,7 +137,11 @@ class ApertiumMTEngine(MTEngine):
                 f"no Apertium language pairs in {self._modes_dir}: {_INSTALL_HINT}"
             )
         self._loaded = True
-        logger.debug("Apertium pairs: {}", _format_pairs(self.pairs()))
+        direct = sorted(self._discover())
+        pivoted = len(self._all_routes()) - len(direct)
+        logger.debug(
+            "Apertium pairs: {}; {} more through a pivot", _format_pairs(direct), pivoted
+        )
 
     def warmup(self) -> None:
         """Start the English → Spanish process (or the first pair's) with one translation."""
@@ -141,12 +162,31 @@ class ApertiumMTEngine(MTEngine):
     # --- MTEngine ----------------------------------------------------------------------
 
     def pairs(self) -> list[tuple[str, str]]:
-        """The installed (source, target) directions as ISO 639-1 codes, sorted."""
-        return sorted(self._discover())
+        """Every (source, target) direction as ISO 639-1 codes, sorted: the installed
+        pairs and those reached through pivots."""
+        return sorted(self._all_routes())
 
     def supports(self, source: str, target: str) -> bool:
-        """Whether a pair for ``source`` → ``target`` is installed."""
-        return (_language(source), _language(target)) in self._discover()
+        """Whether ``source`` → ``target`` can be translated (directly or through a pivot)."""
+        return (_language(source), _language(target)) in self._all_routes()
+
+    def route(self, source: str, target: str) -> list[str]:
+        """The languages a ``source`` → ``target`` translation goes through, ends included
+        (``["en", "es", "fr"]``; two entries for a direct pair).
+
+        Raises:
+            UnsupportedLanguageError: no route within ``max_pivots``.
+        """
+        key = (_language(source), _language(target))
+        path = self._all_routes().get(key)
+        if path is None:
+            direct = sorted(self._discover())
+            raise UnsupportedLanguageError(
+                f"Apertium cannot translate {key[0]}→{key[1]}, not even through "
+                f"{self._max_pivots} pivot language(s); installed pairs: "
+                f"{_format_pairs(direct) or 'none'} (apt install apertium-<pair> adds more)"
+            )
+        return list(path)
 
     def translate(self, texts: list[str], source: str, target: str) -> list[str]:
         """Translate each text as one unit, in order; blank texts translate to "".
@@ -162,14 +202,21 @@ class ApertiumMTEngine(MTEngine):
         """
         if not self._loaded:
             self.load()
-        process = self._process(_language(source), _language(target))
+        path = self.route(source, target)
+        if len(path) > 2:
+            self._announce(path)
+        hops = [self._process(a, b) for a, b in zip(path, path[1:], strict=False)]
         results = []
         for text in texts:
             if not text.strip():
                 results.append("")
                 continue
-            # Apertium leaves a double space where it drops a word ("considerar  cuánto").
-            translation = " ".join(process.translate(text).split())
+            translation = text
+            for process in hops:
+                # Apertium leaves a double space where it drops a word ("considerar  cuánto").
+                translation = " ".join(process.translate(translation).split())
+                if not translation:
+                    break
             results.append(finish_translation(translation, target))
         return results
 
@@ -196,6 +243,25 @@ class ApertiumMTEngine(MTEngine):
             if self._modes is None:
                 self._modes = _find_modes(self._modes_dir)
             return self._modes
+
+    def _all_routes(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Every reachable direction → its route (found once, then cached)."""
+        modes = self._discover()
+        with self._lock:
+            if self._routes is None:
+                self._routes = _find_routes(set(modes), self._max_pivots)
+            return self._routes
+
+    def _announce(self, path: list[str]) -> None:
+        key = tuple(path)
+        with self._lock:
+            if key in self._announced:
+                return
+            self._announced.add(key)
+        logger.info(
+            "Apertium {}→{} goes through {} (no direct pair installed): {}",
+            path[0], path[-1], ", ".join(path[1:-1]), " → ".join(path),
+        )
 
     def _process(self, source: str, target: str) -> _ApertiumProcess:
         modes = self._discover()
@@ -493,6 +559,47 @@ def _find_modes(modes_dir: Path) -> dict[tuple[str, str], Path]:
         candidates.setdefault((source, target), []).append((is_variant, path.name, path))
     # "spa-eng.mode" beats "spa-eng_US.mode"; among variants only, the first by name.
     return {pair: min(options)[2] for pair, options in candidates.items()}
+
+
+def _find_routes(
+    direct: set[tuple[str, str]], max_pivots: int
+) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The best route for every direction reachable through at most ``max_pivots`` pivots.
+
+    Shortest first (a direct pair always wins); among routes of one length, the one whose
+    pivots have the most installed pairs, then the first by language code.
+    """
+    degree: dict[str, int] = {}
+    onward: dict[str, list[str]] = {}
+    for source, target in direct:
+        degree[source] = degree.get(source, 0) + 1
+        degree[target] = degree.get(target, 0) + 1
+        onward.setdefault(source, []).append(target)
+    routes: dict[tuple[str, str], tuple[str, ...]] = {pair: pair for pair in direct}
+    # Paths one hop longer than the last round's, for each length in turn.
+    frontier: list[tuple[str, ...]] = sorted(direct)
+    for _ in range(max_pivots):
+        found: dict[tuple[str, str], tuple[str, ...]] = {}
+        for path in frontier:
+            for target in onward.get(path[-1], ()):
+                if target in path:
+                    continue
+                longer = (*path, target)
+                key = (path[0], target)
+                if key in routes:
+                    continue
+                best = found.get(key)
+                if best is None or _route_rank(longer, degree) < _route_rank(best, degree):
+                    found[key] = longer
+        routes.update(found)
+        frontier = sorted(found.values())
+    return routes
+
+
+def _route_rank(path: tuple[str, ...], degree: dict[str, int]) -> tuple[int, tuple[str, ...]]:
+    """Lower is better: best-connected pivots first, then by code."""
+    pivots = path[1:-1]
+    return (-sum(degree.get(p, 0) for p in pivots), pivots)
 
 
 def _pipeline_command(mode: Path) -> str:
