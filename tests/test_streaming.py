@@ -216,3 +216,26 @@ async def test_captions_partial_then_final_for_one_utterance_id():
     assert all(isinstance(c, dict) for c in result.captions) and not any(
         isinstance(c, CaptionFrame) for c in result.captions
     )
+
+
+async def test_a_language_being_identified_is_recognised_whole_then_streamed():
+    from pipeline.languages import AUTO
+
+    class IdentifyingToneWords(ToneWordsASREngine):
+        detects_language = True
+
+        def detect_language(self, pcm, sample_rate):  # type: ignore[no-untyped-def]
+            return [("es", 0.95), ("en", 0.05)]
+
+    engine = IdentifyingToneWords()
+    # Over a second each: shorter utterances never settle a language.
+    pcm = np.concatenate([silence(0.2), tone(440, 1.2), silence(0.8), tone(550, 1.2), silence(0.8)])
+    result = await run_cascade_on_tracks(
+        fake_engines(asr=engine), [SpeakerTrack("alice", pcm, AUTO)], ["en"], params=params(mode="consecutive"),
+        realtime=True,
+    )
+    first, second = result.utterances
+    assert first.utterance.language == "es" and not first.utterance.speculative  # identified, then whole
+    assert second.utterance.language == "es" and second.utterance.speculative  # then streamed, speculatively
+    assert first.translations == {"en": "[en] W440."} and second.translations == {"en": "[en] W550."}
+    assert engine.streams == 1

@@ -239,3 +239,19 @@ async def test_someone_whose_speech_cannot_be_recognised_joins_to_listen(server,
     assert status == 200 and answer2["listen_only"] is True and "notice" not in answer2
     status, refused = await join(http, server, {"sdp": await offer_sdp(), "type": "offer", "speaks": "de", "hears": "de"})
     assert status == 400 and "de" in refused["error"]
+
+
+async def test_speaks_auto_joins_when_the_recogniser_identifies_languages(http):
+    from tests.fakes import ToneLanguageASREngine
+
+    async with RoomServer(SessionFactory(fake_engines(asr=ToneLanguageASREngine())), settings(), port=0) as srv:
+        async with http.get(f"{srv.url}/api/languages") as resp:
+            assert (await resp.json())["detect"] is True
+        status, answer = await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "speaks": "auto", "hears": "es"})
+        assert status == 200 and "listen_only" not in answer
+        assert srv.rooms["lobby"].room.participants[answer["participant_id"]].language == "auto"
+        await srv.leave("lobby", answer["participant_id"])
+    # A recogniser that cannot identify languages refuses "auto" clearly.
+    async with RoomServer(SessionFactory(fake_engines()), settings(), port=0) as srv:
+        status, refused = await join(http, srv, {"sdp": await offer_sdp(), "type": "offer", "speaks": "auto", "hears": "es"})
+        assert status == 400 and "speaks" in refused["error"]

@@ -17,7 +17,7 @@ from loguru import logger
 
 from bot.discord_bot import CommandUserError, reply, room_manager_only
 from pipeline.errors import UnsupportedLanguageError
-from pipeline.languages import display_name, normalize
+from pipeline.languages import AUTO, display_name, is_auto, normalize
 
 if TYPE_CHECKING:
     from bot.discord_bot import PolyvoxBot
@@ -133,6 +133,13 @@ class RoomsCog(commands.Cog, name="Rooms"):
     @app_commands.describe(code="ISO 639-1 code of the language you speak, e.g. en or es")
     @app_commands.guild_only()
     async def language(self, interaction: discord.Interaction, code: str) -> None:
+        if is_auto(code.strip().lower()) and self.bot.engines.asr.detects_language:
+            self.bot.guild_store.set_member_language(interaction.guild_id or 0, interaction.user.id, AUTO)
+            session = self.bot.sessions.get(interaction.guild_id or 0)
+            if session is not None:
+                session.room.join(str(interaction.user.id), language=AUTO)
+            await reply(interaction, "Got it: I will recognise the language you speak from your speech.", ephemeral=True)
+            return
         (code,) = parse_languages(code)[:1]
         known = self.bot.engines.languages.recognise
         if code not in known:

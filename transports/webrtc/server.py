@@ -40,7 +40,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from loguru import logger
 
 from pipeline.errors import ConfigError
-from pipeline.languages import display_name, normalize
+from pipeline.languages import AUTO, display_name, is_auto, normalize
 from pipeline.latency import SessionStats
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionError, SessionFactory
@@ -315,6 +315,7 @@ class RoomServer:
                 "speaks": self.speakable(),
                 "hears": self.hearable(),
                 "names": {entry["code"]: entry["name"] for entry in self.engines.languages.describe()},
+                "detect": bool(self.engines.asr.detects_language),
                 "token_required": self.require_token,
             }
         )
@@ -411,7 +412,8 @@ class RoomServer:
         """
         speaks, _ = self._speaks(speaks)
         hears = validate_language(
-            _language(hears), "hears", self.hearable(), default=speaks, unavailable="cannot interpret into {value!r}"
+            _language(hears), "hears", self.hearable(), default=None if is_auto(speaks) else speaks,
+            unavailable="cannot interpret into {value!r}",
         )
         return speaks, hears, validate_display_name(display)
 
@@ -419,6 +421,8 @@ class RoomServer:
         """The language a participant speaks, and whether they can only listen: someone
         whose language no recogniser here knows still joins, to listen (the page says so)."""
         code = _language(speaks or self.default_language)
+        if is_auto(code) and self.engines.asr.detects_language:
+            return AUTO, False  # identified from their speech
         if isinstance(code, str) and code in self.hearable() and code not in self.speakable():
             return code, True
         return validate_language(
