@@ -113,7 +113,7 @@ async def test_a_participant_dropping_mid_utterance_leaves_the_room_working_and_
     listing = session.describe()
     assert [p["name"] for p in listing["participants"]] == ["Bob", "Carol"]
     # What Alice said before dropping still reaches the others...
-    await wait_for(lambda: [c for c in final_captions(bob) if c["participant_id"] == aid], what="Alice's last words")
+    await wait_for(lambda: [c for c in final_captions(bob) if c["participant_id"] == aid], within=40, what="Alice's last words")
     # ...and then nothing of hers is left anywhere: every stage that keeps per-participant
     # state (lanes, denoise filter, segmenter, resampler, results) says so itself.
     holders = session.session.state_holders()
@@ -125,7 +125,7 @@ async def test_a_participant_dropping_mid_utterance_leaves_the_room_working_and_
     def released() -> bool:
         return session.session.holding(aid) == [] and aid not in session.room.participants
 
-    await wait_for(released, what="Alice's resources to be released")
+    await wait_for(released, within=40, what="Alice's resources to be released")
     assert all(aid not in p.mixer._direct for p in session.transport.peers.values())  # noqa: SLF001
 
     # The room goes on: Carol speaks, Bob gets her interpretation.
