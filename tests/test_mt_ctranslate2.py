@@ -90,7 +90,9 @@ def test_float32_conversion_translates_exactly_like_transformers(ct2, hf) -> Non
 def test_output_budget_is_the_same_as_transformers(tiny_nllb, cache) -> None:
     """With </s> suppressed both backends run to the budget: same length, same words."""
     ct2 = make(tiny_nllb, cache, generation={"suppress_tokens": [EOS]})
-    hf = NLLBMTEngine(model=str(tiny_nllb), batch_window_ms=0, generation={"suppress_tokens": [EOS]})
+    hf = NLLBMTEngine(
+        model=str(tiny_nllb), backend="transformers", batch_window_ms=0, generation={"suppress_tokens": [EOS]}
+    )
     try:
         long_text = " ".join(TEXTS)
         ours = ct2.translate([TEXTS[3], long_text], "en", "es")

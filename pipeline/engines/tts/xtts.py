@@ -352,14 +352,18 @@ class XTTSEngine(TTSEngine):
     def warmup(self) -> None:
         """Speak in the default voice at the shapes production sees, so none is new later.
 
-        One request long enough for the first chunk and a full one (prefill, decode
-        steps, both vocoder window sizes); then, on CUDA, several requests at once (the
-        batched decode step).
+        One request long enough for the first chunk and (on CUDA) a full one: prefill,
+        decode steps, both vocoder window sizes; then, on CUDA, several requests at once
+        (the batched decode step).
         """
         self.load()
         language = "en" if "en" in self._languages else min(self._languages)
         tensors = self._voice_tensors(self.default_voice)
-        tokens = self._first_chunk_tokens + self._chunk_tokens + 1
+        # On CUDA both vocoder window sizes (first chunk, later chunks) are new kernel
+        # shapes; the CPU has no such cost, so a first chunk and the tail are enough there.
+        tokens = self._first_chunk_tokens + 1
+        if self._device.startswith("cuda"):
+            tokens += self._chunk_tokens
         started = time.perf_counter()
         for _ in self._generate(["Hello, how are you today?"], language, tensors, tokens=tokens):
             pass
