@@ -30,22 +30,30 @@ Parts, each in its own process with its own timeout, results appended to
 Smoke mode (``--smoke``) runs everything on the CPU with tiny checkpoints, in-process;
 ``tests/test_bench_gpu.py`` runs it.
 
-On the GPU machine (Python 3.12, torch 2.11, transformers 5.17, no network), with the
-wheel set of ``../shared/gpu/wheels.txt`` plus ``ctranslate2==4.8.5`` (cp312 manylinux)
-downloaded here into ``wheels/`` (ignored by git, so name it in ``carry``)::
+On the GPU machine (Python 3.12, torch 2.11, transformers 5.17, no network): the wheel set
+of ``../shared/gpu/wheels.txt`` plus ``ctranslate2==4.8.5``, downloaded here into
+``build/wheels`` (``build/`` is git-ignored, so it only travels when named in ``carry``;
+about 62 MiB, under the 64 MiB ``carry`` limit)::
 
-    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 -d wheels ctranslate2==4.8.5 <every line of wheels.txt>
-    # (antlr4-python3-runtime and docopt: `pip wheel --no-deps -w wheels NAME==VERSION`)
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 -d build/wheels ctranslate2==4.8.5 $(grep -v \
+        -e antlr4 -e docopt ../shared/gpu/wheels.txt)
+    pip wheel --no-deps -w build/wheels antlr4-python3-runtime==4.9.3 docopt==0.6.2
 
-then, as one device command (``run`` with ``carry: ["wheels"]``, ``timeout_s`` 600)::
+then one device command (``run`` with ``carry: ["build/wheels"]`` and ``timeout_s: 600``)::
 
-    pip install -q --no-index --no-deps --target /tmp/site wheels/*.whl && \\
+    pip install -q --no-index --no-deps --target /tmp/site build/wheels/*.whl && \
     PYTHONPATH=/tmp/site:. POLYVOX_EXTRA_PATH=/tmp/site python3 bench/bench_gpu.py --out $OUT
 
-It prints the table at the end (and writes ``$OUT/table.txt``); within 7 minutes on an
-H200, building included. ``--parts production,baseline`` reruns parts (the checkpoints in
-``/dev/shm/polyvox-bench`` are reused while the machine stays up).
+It prints the table at the end (and writes ``$OUT/table.txt``, ``$OUT/results.jsonl``);
+parts are skipped once ``--budget-s`` (400 s) is spent, so the whole command stays within
+7 minutes on an H200, building included. ``--parts production,baseline`` reruns parts (the
+checkpoints in ``/dev/shm/polyvox-bench`` are reused while the machine stays up).
+
+CTranslate2 4.8.5's CUDA build links CUDA 12's cuBLAS (``libcublas.so.12``); a machine
+whose torch is built for CUDA 13 may not have it. Then the MT engine fails its warm-up,
+the benchmark records ``mt_fallback`` with the reason and measures the transformers
+backend (bfloat16) instead, and the table's MT row names the backend it measured.
 """
 
 from __future__ import annotations
@@ -287,13 +295,16 @@ def part_build(ctx: Context) -> None:
     # production part measures a warm cache, as a restarted server has.
     started = time.perf_counter()
     quantization = ctx.mt_compute_type
-    folder = converted_model(
-        Path(paths["mt"]), runtime="ctranslate2", quantization=quantization,
-        convert=lambda source, out: _convert_to_ct2(source, out, quantization),
-        label="mt.model", cache_dir=work / "converted",
-    )
-    record("build", "mt_conversion", seconds=round(time.perf_counter() - started, 1),
-           compute_type=quantization, folder=str(folder))
+    try:
+        folder = converted_model(
+            Path(paths["mt"]), runtime="ctranslate2", quantization=quantization,
+            convert=lambda source, out: _convert_to_ct2(source, out, quantization),
+            label="mt.model", cache_dir=work / "converted",
+        )
+        record("build", "mt_conversion", seconds=round(time.perf_counter() - started, 1),
+               compute_type=quantization, folder=str(folder))
+    except Exception as exc:  # noqa: BLE001 - e.g. no ctranslate2 wheel: MT falls back later
+        record("build", "mt_conversion_failed", reason=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     if "tts" not in paths:
         started = time.perf_counter()

@@ -459,6 +459,8 @@ def _configure_gpu_decoding(
 
     wanted = copy.deepcopy(decoding)
     with open_dict(wanted):
+        if wanted.get("greedy") is None:
+            wanted.greedy = {}
         wanted.greedy.use_cuda_graph_decoder = bool(cuda_graphs)
     if hasattr(model, "ctc_decoder"):  # hybrid: keep its RNN-T head
         model.change_decoding_strategy(wanted, decoder_type="rnnt", verbose=False)
@@ -469,8 +471,16 @@ def _configure_gpu_decoding(
         return False
     model.maybe_enable_cuda_graphs()
     inner = getattr(getattr(model, "decoding", None), "decoding", None)
-    enabled = bool(getattr(inner, "use_cuda_graph_decoder", False))
-    logger.debug("NeMo CUDA-graph greedy decoding: {}", "on" if enabled else "unavailable")
+    # Label-looping decoders (NeMo's default) keep the mode on their computer: full graphs
+    # with conditional nodes, or graphs without while loops when cuda-python is missing.
+    computer = getattr(inner, "decoding_computer", None)
+    if computer is not None:
+        mode = getattr(computer, "cuda_graphs_mode", None)
+        enabled = mode is not None
+    else:
+        mode = None
+        enabled = bool(getattr(inner, "use_cuda_graph_decoder", False))
+    logger.info("NeMo greedy {} decoding with CUDA graphs: {}", decoder_type, mode or ("on" if enabled else "off"))
     return enabled
 
 
