@@ -13,6 +13,13 @@ resident set (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
 
     python bench/bench_engines.py                      # cpu (and cuda if available)
     python bench/bench_engines.py --only mt --iterations 5 --json out.json
+    python bench/bench_engines.py --only mt-backends --device cpu   # CTranslate2 int8 vs transformers fp32
+
+``mt-backends`` runs NLLB-200 600M of the real shape through ``NLLBMTEngine`` twice, side by
+side: the ``ctranslate2`` backend (converted by the engine itself, int8 on the CPU,
+int8_float16 on CUDA) and the ``transformers`` backend (float32 on the CPU), a handful of
+sentences each (24 input tokens → 32 forced output tokens), plus the first call of each
+(warm start) and the conversion time.
 
 TTS joins when ``bench/bench_tts.py`` provides ``bench_tts(device) -> dict``.
 """
@@ -35,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 NLLB_1_3B = {"d_model": 1024, "layers": 24, "ffn": 8192, "heads": 16, "vocab": 256206}
+NLLB_600M = {"d_model": 1024, "layers": 12, "ffn": 4096, "heads": 16, "vocab": 256206}
 PARAKEET_TDT_0_6B = {
     "d_model": 1024, "n_layers": 24, "n_heads": 8, "features": 128, "subsampling_channels": 256,
     "pred_hidden": 640, "pred_layers": 2, "joint_hidden": 640,
@@ -143,6 +151,121 @@ def bench_mt(device: str, iterations: int) -> dict[str, Any]:
     }
 
 
+def _write_nllb_600m(folder: Path) -> Path:
+    """An NLLB-200 600M-shaped checkpoint (random weights, float16 on disk) + tiny tokenizer.
+
+    The tokenizer is the tests' tiny one (its pieces are the first ids of the real
+    vocabulary's size); CTranslate2's converter pads the vocabulary to the model's
+    256206 entries as it does for the real checkpoint.
+    """
+    import torch
+    from transformers import M2M100ForConditionalGeneration
+
+    from tests.tiny_models import build_tiny_nllb, nllb_config
+
+    tiny = build_tiny_nllb(folder / "tokenizer")
+    torch.manual_seed(0)
+    config = nllb_config(
+        NLLB_600M["vocab"], d_model=NLLB_600M["d_model"], layers=NLLB_600M["layers"],
+        ffn=NLLB_600M["ffn"], heads=NLLB_600M["heads"],
+    )
+    model = M2M100ForConditionalGeneration(config).eval().half()
+    out = folder / "nllb-600m-shape"
+    model.save_pretrained(out)
+    for name in ("sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny / name).is_file():
+            (out / name).write_bytes((tiny / name).read_bytes())
+    return out
+
+
+def bench_mt_backends(device: str, iterations: int, sentences: int = 4) -> dict[str, Any]:
+    """NLLB-200 600M shape through NLLBMTEngine: CTranslate2 vs transformers, same inputs.
+
+    CTranslate2 runs in each of its compute types that matter on the device (int8 and
+    float32 on the CPU: CPUs without int8 dot-product instructions may run float32
+    faster; int8_float16 on CUDA), transformers in its production dtype.
+    """
+    import torch
+
+    from pipeline.engines.mt.nllb import NLLBMTEngine
+
+    started = time.perf_counter()
+    shm = Path("/dev/shm")
+    work = Path(tempfile.mkdtemp(prefix="nllb-600m-", dir=shm if shm.is_dir() else None))
+    cuda = device.startswith("cuda")
+    try:
+        checkpoint = _write_nllb_600m(work)
+        build_s = time.perf_counter() - started
+        # Forced lengths: ~24 input tokens (language token and </s> included) → 33 output
+        # tokens (target language token included) whatever the random weights prefer: a
+        # budget of ceil(0.01 × input) + 32 = 33 tokens, all of them required.
+        words = "the weather is very good today i would like a cup of coffee please".split()
+        forced = {"min_new_tokens": 33}
+        common = {
+            "model": str(checkpoint), "device": device, "batch_window_ms": 0,
+            "length_factor": 0.01, "extra_tokens": 32, "warmup_batches": [],
+        }
+        engines: dict[str, Any] = {}
+        for compute_type in (["int8_float16"] if cuda else ["int8", "float32"]):
+            engines[f"ctranslate2 {compute_type}"] = lambda compute_type=compute_type: NLLBMTEngine(
+                backend="ctranslate2", compute_type=compute_type, cache_dir=str(work / "converted"),
+                threads=0 if cuda else torch.get_num_threads(), generation=forced, **common,
+            )
+        engines["transformers"] = lambda: NLLBMTEngine(backend="transformers", generation=forced, **common)
+        results: dict[str, Any] = {}
+        for name, make in engines.items():
+            engine = make()
+            began = time.perf_counter()
+            engine.load()
+            load_s = time.perf_counter() - began
+            tokenizer = engine._tokenizer
+            tokenizer.src_lang = "eng_Latn"
+            texts = []
+            for index in range(sentences + 1):
+                picked = [words[(index + k) % len(words)] for k in range(40)]
+                while len(tokenizer(" ".join(picked))["input_ids"]) > 24:
+                    picked.pop()
+                texts.append(" ".join(picked))
+            times = []
+            for text in texts:
+                began = time.perf_counter()
+                engine.translate([text], "en", "es")
+                times.append(time.perf_counter() - began)
+            row = {
+                "dtype": engine.dtype,
+                "load_s": round(load_s, 1),  # conversion included for ctranslate2
+                "first_call_s": round(times[0], 3),
+                "p50_s": round(statistics.median(times[1:]), 3),
+                "p95_s": round(_percentile(times[1:], 0.95), 3),
+                "input_tokens": len(tokenizer(texts[-1])["input_ids"]),
+                "output_tokens": 33,
+                "sentences": sentences,
+            }
+            if cuda:
+                began = time.perf_counter()
+                engine.translate(texts[1:5], "en", "es")
+                row["batch4_s"] = round(time.perf_counter() - began, 3)
+            results[name] = row
+            engine.close()
+            print(f"  {name}: {row}", file=sys.stderr, flush=True)
+        reference = results["transformers"]["p50_s"]
+        return {
+            "model": "NLLB-200 600M shape (random weights)",
+            "build_s": round(build_s, 1),
+            "threads": torch.get_num_threads(),
+            "backends": results,
+            "speedup_p50": {
+                name: round(reference / max(row["p50_s"], 1e-9), 2)
+                for name, row in results.items() if name != "transformers"
+            },
+            **_peak_memory(device),
+        }
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------- ASR
 
 
@@ -214,6 +337,8 @@ def _child(part: str, device: str, iterations: int) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     if part == "mt":
         return bench_mt(device, iterations)
+    if part == "mt-backends":
+        return bench_mt_backends(device, iterations)
     if part in ("asr", "asr-large"):
         return bench_asr(device, iterations, "parakeet" if part == "asr" else "large")
     if part == "tts":
@@ -246,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (cpu, plus cuda when available), cpu or cuda")
     parser.add_argument("--iterations", type=int, default=3, help="timed calls per case (after one warm-up)")
-    parser.add_argument("--only", action="append", choices=["asr", "asr-large", "mt", "tts"],
+    parser.add_argument("--only", action="append", choices=["asr", "asr-large", "mt", "mt-backends", "tts"],
                         help="run only these parts (repeatable; default asr, mt, tts)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -276,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
             label = ", ".join(f"{k}={case[k]}" for k in ("batch", "input_tokens", "output_tokens", "audio_s") if k in case)
             mem = result.get("peak_gpu_gib", result.get("peak_rss_gib"))
             print(f"{key:<14} {label:<48} {case['p50_s']:.3f} s / {case['p95_s']:.3f} s  peak {mem} GiB")
+        if "backends" in result:
+            for name, row in result["backends"].items():
+                print(f"{key:<14} {name + ' (' + row['dtype'] + ')':<48} {row['p50_s']:.3f} s / "
+                      f"{row['p95_s']:.3f} s  first call {row['first_call_s']:.3f} s")
+            for name, ratio in result["speedup_p50"].items():
+                print(f"{key:<14} {name} is {ratio}x as fast as transformers per sentence (p50)")
         if "error" in result or "skipped" in result:
             print(f"{key:<14} {result.get('error') or result.get('skipped')}")
     if args.json:

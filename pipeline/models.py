@@ -13,13 +13,24 @@ name** (``facebook/nllb-200-distilled-600M``). Every engine's ``load()`` calls
 
 :func:`pull` downloads every model of a profile ahead of time, with progress bars; it
 is what ``polyvox models pull`` runs (:func:`pull_command`).
+
+Some engines run a model in another runtime than the one it is published for (NLLB on
+CTranslate2): :func:`converted_model` converts a checkpoint once and keeps the result
+in a cache beside the Hugging Face cache, keyed by the checkpoint's revision (or path
+and file dates) and the quantization.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import sys
-from collections.abc import Iterable
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +43,8 @@ __all__ = [
     "ModelMissingError",
     "PulledModel",
     "configured_models",
+    "conversion_cache_dir",
+    "converted_model",
     "hub_offline",
     "is_local_path",
     "pull",
@@ -364,3 +377,144 @@ def _size(path: Path) -> str:
             return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
         total /= 1024
     return f"{total:.1f} GB"  # pragma: no cover
+
+
+# ------------------------------------------------------------------------ conversions
+
+#: Environment variable that moves the conversion cache.
+CONVERSION_CACHE_ENV = "POLYVOX_CONVERSION_CACHE"
+#: Written last into a finished conversion: a folder without it is not used.
+_CONVERSION_STAMP = "polyvox-conversion.json"
+#: Files whose size and date identify a local checkpoint's version.
+_WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".pt", ".pth")
+
+
+def conversion_cache_dir() -> Path:
+    """Where converted models live: ``$POLYVOX_CONVERSION_CACHE``, else beside the HF cache.
+
+    The Hugging Face hub cache is ``~/.cache/huggingface/hub`` unless ``HF_HOME`` or
+    ``HF_HUB_CACHE`` move it; conversions go to its sibling ``polyvox-converted``.
+    """
+    override = os.environ.get(CONVERSION_CACHE_ENV, "").strip()
+    if override:
+        return Path(os.path.expanduser(override))
+    try:
+        from huggingface_hub import constants
+
+        hub_cache = Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+        )
+        hub_cache = Path(home) / "hub"
+    return hub_cache.parent / "polyvox-converted"
+
+
+def _source_key(source: Path) -> tuple[str, str]:
+    """A readable name and a digest that changes whenever the checkpoint does.
+
+    A hub snapshot folder (``.../models--org--name/snapshots/<commit>``) is its commit;
+    any other folder is its absolute path plus the size and date of its weight files.
+    """
+    resolved = source.resolve()
+    parts = source.absolute().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        name = parts[-3].removeprefix("models--")
+        identity = f"hub:{name}@{parts[-1]}"
+    else:
+        name = resolved.name or "model"
+        stats = []
+        files = sorted(resolved.iterdir()) if resolved.is_dir() else [resolved]
+        for file in files:
+            if file.is_file() and file.name.endswith(_WEIGHT_SUFFIXES):
+                info = file.stat()
+                stats.append(f"{file.name}:{info.st_size}:{info.st_mtime_ns}")
+        identity = f"path:{resolved}|{'|'.join(stats)}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:60]
+    return safe, digest
+
+
+def converted_model(
+    source: Path,
+    *,
+    runtime: str,
+    quantization: str,
+    convert: Callable[[Path, Path], None],
+    label: str = "model",
+    cache_dir: Path | None = None,
+    heartbeat_s: float = 10.0,
+) -> Path:
+    """The folder of ``source`` converted for ``runtime``, converting it the first time.
+
+    The conversion runs into a temporary folder next to its final place and is renamed
+    into place only when it finished, so an interrupted or failed conversion never
+    leaves a folder that looks usable; two processes converting at once both succeed
+    (the second's copy is discarded). Progress is logged: the start, a line every
+    ``heartbeat_s`` while it runs, and the end with the time and size.
+
+    Args:
+        source: The checkpoint as :func:`resolve_model` returned it.
+        runtime: Names the target runtime (``ctranslate2``), part of the cache key.
+        quantization: The weights' type in the converted model, part of the cache key.
+        convert: ``convert(source, output_folder)`` writes the converted model.
+        label: Names the model in log lines and errors (``mt.model 'facebook/...'``).
+        cache_dir: The cache's root (default :func:`conversion_cache_dir`).
+        heartbeat_s: Seconds between progress lines.
+
+    Raises:
+        EngineUnavailableError: the conversion failed (the message says why).
+    """
+    name, digest = _source_key(source)
+    root = Path(cache_dir) if cache_dir is not None else conversion_cache_dir()
+    final = root / runtime / f"{name}-{digest}-{quantization}"
+    if (final / _CONVERSION_STAMP).is_file():
+        return final
+
+    root_dir = final.parent
+    root_dir.mkdir(parents=True, exist_ok=True)
+    temporary = root_dir / f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    logger.info("converting {} to {} ({}) into {}", label, runtime, quantization, final)
+    started = time.monotonic()
+    finished = threading.Event()
+
+    def heartbeat() -> None:
+        while not finished.wait(heartbeat_s):
+            logger.info(
+                "still converting {} to {} ({:.0f} s so far)", label, runtime, time.monotonic() - started
+            )
+
+    ticker = threading.Thread(target=heartbeat, name="conversion-progress", daemon=True)
+    ticker.start()
+    try:
+        convert(source, temporary)
+        stamp = {
+            "source": str(source),
+            "runtime": runtime,
+            "quantization": quantization,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        (temporary / _CONVERSION_STAMP).write_text(json.dumps(stamp, indent=1))
+        try:
+            os.rename(temporary, final)
+        except OSError:
+            if not (final / _CONVERSION_STAMP).is_file():
+                # An unfinished folder (from a crashed run of an older layout) is in
+                # the way: replace it.
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(temporary, final)
+            # else: another process finished the same conversion first; use its copy.
+    except BaseException as exc:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(exc, EngineUnavailableError | KeyboardInterrupt | SystemExit):
+            raise
+        raise EngineUnavailableError(
+            f"converting {label} to {runtime} ({quantization}) failed: {_one_line(exc)}"
+        ) from exc
+    finally:
+        finished.set()
+        shutil.rmtree(temporary, ignore_errors=True)
+    logger.info(
+        "converted {} to {} in {:.1f} s ({})", label, runtime, time.monotonic() - started, _size(final)
+    )
+    return final

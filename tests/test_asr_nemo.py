@@ -347,3 +347,25 @@ def test_streaming_mode_can_be_chosen(tiny_nemo: dict[str, Path]) -> None:
         NeMoASREngine(model=str(tiny_nemo["ctc"]), streaming="cache_aware").load()
     with pytest.raises(ValueError, match="streaming"):
         NeMoASREngine(model=str(tiny_nemo["ctc"]), streaming="sometimes")
+
+
+def test_gpu_options_are_a_logged_no_op_on_the_cpu(tiny_nemo: dict[str, Path]) -> None:
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    engine = NeMoASREngine(
+        model=str(tiny_nemo["tdt"]), device="cpu", dtype="bfloat16", cuda_graphs=True,
+        batch_window_ms=0, warmup_seconds=[0.5, 1.0], warmup_batches=[1, 2],
+    )
+    try:
+        engine.load()
+        engine.warmup()
+        assert engine.cuda_graphs is False and engine.decoder_type == "tdt"
+        assert isinstance(engine.transcribe(utterances(1)[0], 16000, "en"), Transcript)
+        # Two lengths × two batch sizes warmed: batches of 1 and 2 went through the model.
+        assert sorted(set(engine._batcher.batch_sizes)) == [1, 2]
+    finally:
+        logger.remove(sink)
+        engine.close()
+    assert any("apply on CUDA only" in line for line in lines)

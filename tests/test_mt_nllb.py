@@ -1,5 +1,9 @@
 """Specification of the NLLB-200 engine, run on a tiny random NLLB checkpoint loaded by path.
 
+These run the ``transformers`` backend, whose model calls can be watched with hooks; the
+``ctranslate2`` backend (the default) is held to the same outputs in
+``test_mt_ctranslate2.py``.
+
 The checkpoint (``tests/tiny_models.build_tiny_nllb``) is saved exactly like the hub's:
 an ``M2M100ForConditionalGeneration`` and an ``NllbTokenizer`` whose language codes are
 special tokens. Its weights are random, so the words it produces are arbitrary; what is
@@ -35,7 +39,7 @@ def tiny_nllb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(tiny_nllb: Path) -> Iterator[NLLBMTEngine]:
-    engine = NLLBMTEngine(model=str(tiny_nllb), batch_window_ms=0)
+    engine = NLLBMTEngine(model=str(tiny_nllb), backend="transformers", batch_window_ms=0)
     engine.load()
     engine.warmup()
     yield engine
@@ -45,7 +49,9 @@ def engine(tiny_nllb: Path) -> Iterator[NLLBMTEngine]:
 @pytest.fixture(scope="module")
 def endless(tiny_nllb: Path) -> Iterator[NLLBMTEngine]:
     """The same model with </s> suppressed, so every output runs to its full budget."""
-    engine = NLLBMTEngine(model=str(tiny_nllb), batch_window_ms=0, generation={"suppress_tokens": [EOS]})
+    engine = NLLBMTEngine(
+        model=str(tiny_nllb), backend="transformers", batch_window_ms=0, generation={"suppress_tokens": [EOS]}
+    )
     engine.load()
     yield engine
     engine.close()
@@ -166,7 +172,7 @@ def test_output_budget_grows_with_the_input(endless: NLLBMTEngine) -> None:
 
 
 def test_concurrent_calls_share_batches_per_language_pair(tiny_nllb: Path) -> None:
-    engine = NLLBMTEngine(model=str(tiny_nllb), batch_window_ms=200)
+    engine = NLLBMTEngine(model=str(tiny_nllb), backend="transformers", batch_window_ms=200)
     engine.load()
     spa, fra = token_id(engine, "spa_Latn"), token_id(engine, "fra_Latn")
     recorder = ModelCalls(engine)
@@ -223,7 +229,7 @@ def test_a_hub_model_missing_offline_is_one_clear_line(tmp_path: Path, monkeypat
 
 def test_text_longer_than_the_input_window_is_split_at_sentences(tmp_path: Path) -> None:
     folder = build_tiny_nllb(tmp_path / "short-window", max_positions=40)
-    engine = NLLBMTEngine(model=str(folder), batch_window_ms=0)
+    engine = NLLBMTEngine(model=str(folder), backend="transformers", batch_window_ms=0)
     engine.load()
     recorder = ModelCalls(engine)
     sentence = "The weather is very good today."

@@ -1,16 +1,21 @@
 """XTTSEngine on a real XTTS checkpoint folder with random weights (tests/tiny_xtts.py).
 
 The folder is loaded by path through coqui's own loader, voices are computed by the
-model's own conditioning encoders, and audio comes out of its streaming generator and
-HiFi-GAN decoder: only the GPT is small, and the weights are random, so the engine is
-told to generate a fixed number of audio tokens per sentence (random weights never
-choose to stop).
+model's own conditioning encoders, and audio comes out of polyvox's streaming decoder
+(``pipeline/engines/tts/xtts_stream.py``) and the checkpoint's HiFi-GAN: only the GPT is
+small, and the weights are random, so the engine is told to generate a fixed number of
+audio tokens per sentence (random weights never choose to stop).
+
+The streaming specification is checked against coqui's own non-streamed path: the same
+audio tokens run through coqui's GPT forward and HiFi-GAN decoder at once give the audio
+the stream delivered in chunks.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,6 +23,11 @@ import pytest
 pytest.importorskip("TTS", reason="the xtts extra (coqui-tts, torch) is not installed")
 
 from pipeline.engines.tts.xtts import XTTSEngine  # noqa: E402
+from pipeline.engines.tts.xtts_stream import (  # noqa: E402
+    VOCODER_CONTEXT_FRAMES,
+    SentenceJob,
+    SpeechRequest,
+)
 from pipeline.errors import (  # noqa: E402
     ConfigError,
     EngineError,
@@ -30,7 +40,12 @@ from voices.store import VoiceStore  # noqa: E402
 
 TOKENS = 4  # audio tokens per sentence: ~0.19 s of speech
 CHUNK = 2  # tokens per streamed chunk
-SAMPLES_PER_TOKEN = 1024 * 24000 // 22050  # one GPT code = 1024 samples at 22.05 kHz
+HOP = 256  # output samples per vocoder frame
+
+
+def frames_for(tokens: int) -> int:
+    """Vocoder frames of ``tokens`` audio tokens: ×4 (1024/256), then ×24000/22050."""
+    return int(int(tokens * 4) * 24000 / 22050)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,58 +99,212 @@ def test_loads_a_checkpoint_folder_by_path(engine):
     assert {"en", "es", "fr", "de", "zh", "ja"} <= engine.languages
 
 
-def test_streams_int16_chunks_as_they_are_generated(engine):
-    chunks = speak(engine, "Hello there.")
+class Submitted:
+    """Records the requests an engine hands its decoder (a spy: they still run)."""
 
-    # 4 tokens in chunks of 2: two chunks while generating, then the tail at the end.
-    assert len(chunks) == TOKENS // CHUNK + 1
-    assert all(c.dtype == np.int16 and c.ndim == 1 and c.size for c in chunks)
-    total = sum(c.size for c in chunks)
-    assert total == pytest.approx(TOKENS * SAMPLES_PER_TOKEN, rel=0.1)
-    # The first chunk is the first two tokens' audio, not the sentence's.
-    assert chunks[0].size < total / 2
+    def __init__(self, monkeypatch, engine):
+        self.requests: list[SpeechRequest] = []
+        decoder = engine.decoder
+        original = decoder.submit
 
+        def submit(request):
+            self.requests.append(request)
+            return original(request)
 
-def test_first_chunk_comes_before_the_sentence_is_generated(engine, monkeypatch):
-    decoded: list[int] = []
-    decoder = engine._model.hifigan_decoder
-    original = decoder.forward
-    monkeypatch.setattr(decoder, "forward", lambda latents, g=None: decoded.append(latents.shape[1]) or original(latents, g=g))
-
-    stream = engine.synthesize("Hello there.", "en")
-    assert decoded == []  # lazy: nothing runs until the stream is advanced
-    next(stream)
-    assert decoded == [CHUNK]  # only the first chunk's tokens have been decoded
-    rest = list(stream)
-    assert decoded[-1] == TOKENS and len(rest) == TOKENS // CHUNK
+        monkeypatch.setattr(decoder, "submit", submit)
 
 
-def test_stream_chunk_size_sets_the_chunking(checkpoint):
-    coarse = XTTSEngine(model=str(checkpoint), stream_chunk_size=TOKENS, fixed_audio_tokens=TOKENS)
+@dataclass
+class Streamed:
+    chunks: list[np.ndarray]
+    request: SpeechRequest
+    text_tokens: list[int]
+    calls_before: tuple[int, int]
+    calls_after: tuple[int, int]
+    lazy: bool
+
+
+# A sentence of 18 audio tokens streamed as 6 + 6 + 6: the first chunk is due after 6
+# tokens (78 vocoder frames in all).
+FIRST, LATER, LONG = 6, 6, 18
+
+
+@pytest.fixture(scope="module")
+def streaming(checkpoint):
+    engine = XTTSEngine(
+        model=str(checkpoint), first_chunk_tokens=FIRST, stream_chunk_size=LATER, fixed_audio_tokens=LONG
+    )
+    engine.load()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def streamed(streaming) -> Streamed:
+    """One seeded sentence through the streaming engine, with what the decoder did."""
+    import torch
+
+    decoder = streaming.decoder
+    requests: list[SpeechRequest] = []
+    original = decoder.submit
+    decoder.submit = lambda request: requests.append(request) or original(request)
     try:
-        chunks = speak(coarse, "Hello.")
+        torch.manual_seed(7)
+        before = (decoder.gpt_forward_calls, decoder.gpt_positions)
+        stream = streaming.synthesize("Hello there, how are you?", "en")
+        lazy = not requests and (decoder.gpt_forward_calls, decoder.gpt_positions) == before
+        chunks = list(stream)
+        after = (decoder.gpt_forward_calls, decoder.gpt_positions)
     finally:
-        coarse.close()
+        del decoder.submit
+    (request,) = requests
+    text_tokens = streaming._model.tokenizer.encode("hello there, how are you?", lang="en")
+    return Streamed(chunks, request, text_tokens, before, after, lazy)
 
-    assert len(chunks) == 2  # all the tokens at once, then the final tail
+
+def coqui_reference(engine, text_tokens, codes, voice=None):
+    """coqui's non-streamed synthesis of these audio tokens: one GPT forward, one decode."""
+    import torch
+
+    model = engine._model
+    cond, speaker = engine._voice_tensors(voice or engine.default_voice)
+    with torch.inference_mode():
+        text = torch.IntTensor(text_tokens)[None]
+        codes_t = torch.tensor(codes)[None]
+        latents = model.gpt(
+            text, torch.tensor([text.shape[-1]]), codes_t,
+            torch.tensor([codes_t.shape[-1] * model.gpt.code_stride_len]),
+            cond_latents=cond, return_attentions=False, return_latent=True,
+        )
+        wav = model.hifigan_decoder(latents, g=speaker)[0, 0]
+    return (wav.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+
+
+def test_streamed_chunks_follow_the_schedule(streamed):
+    calls = streamed.request.vocoder_calls
+    # A chunk after 6 tokens, after 12, and the rest when the sentence ends (18).
+    assert [tokens for tokens, _, _ in calls] == [FIRST, FIRST + LATER, LONG]
+    assert [len(chunk) for chunk in streamed.chunks] == [emitted * HOP for _, _, emitted in calls]
+    assert all(c.dtype == np.int16 and c.ndim == 1 and c.size for c in streamed.chunks)
+    assert sum(c.size for c in streamed.chunks) == frames_for(LONG) * HOP
+    # The first chunk is what is final after 6 tokens: small, and early.
+    first = streamed.chunks[0].size
+    assert 0 < first < streamed.chunks[1].size
+
+
+def test_streamed_audio_equals_the_non_streamed_synthesis(streaming, streamed):
+    codes = streamed.request.codes[0]
+    assert len(codes) == LONG
+    reference = coqui_reference(streaming, streamed.text_tokens, codes)
+    ours = np.concatenate(streamed.chunks)
+
+    assert ours.shape == reference.shape
+    # Float rounding only: at most a couple of int16 steps anywhere.
+    assert np.abs(ours.astype(np.int32) - reference.astype(np.int32)).max() <= 2
+    assert np.abs(reference).max() > 100  # not silence: the comparison means something
+
+
+def test_each_token_goes_through_the_gpt_once(streamed):
+    """One prompt prefill, then one single-position step per further token."""
+    calls = streamed.calls_after[0] - streamed.calls_before[0]
+    positions = streamed.calls_after[1] - streamed.calls_before[1]
+    prompt = 32 + len(streamed.text_tokens) + 2 + 1  # voice, [START] text [STOP], start-of-audio
+    assert calls == LONG  # coqui's non-streamed path would add a full forward of prompt + codes
+    assert positions == prompt + LONG - 1
+
+
+def test_each_chunk_is_vocoded_once_with_bounded_context(streamed):
+    """Frames decoded grow with the sentence, not with its square (coqui re-decodes all)."""
+    calls = streamed.request.vocoder_calls
+    decoded = sum(frames for _, frames, _ in calls)
+    emitted = sum(sent for _, _, sent in calls)
+    assert emitted == frames_for(LONG)
+    assert decoded <= emitted + 2 * VOCODER_CONTEXT_FRAMES * len(calls)
+
+
+def test_nothing_runs_until_the_stream_is_advanced(streamed):
+    assert streamed.lazy
 
 
 def test_long_text_is_spoken_sentence_by_sentence(engine, monkeypatch):
+    submitted = Submitted(monkeypatch, engine)
     sentences: list[str] = []
-    model = engine._model
-    original = model.inference_stream
-    monkeypatch.setattr(
-        model, "inference_stream", lambda text, *a, **k: sentences.append(text) or original(text, *a, **k)
-    )
+    tokenizer = engine._model.tokenizer
+    original = tokenizer.encode
+    monkeypatch.setattr(tokenizer, "encode", lambda text, lang: sentences.append(text) or original(text, lang))
     long_clause = ", ".join(["una frase bastante larga que sigue"] * 7)  # 250 characters
 
     chunks = speak(engine, f"Buenos días. ¿Cómo está usted? {long_clause}.", "es")
 
-    assert sentences[:2] == ["Buenos días.", "¿Cómo está usted?"]
+    assert sentences[:2] == ["buenos días.", "¿cómo está usted?"]
     # A sentence over XTTS's Spanish limit (239 characters) is cut at a comma.
     assert len(sentences) == 4 and all(len(s) <= 239 for s in sentences)
     assert sentences[2].endswith(",")
-    assert len(chunks) == len(sentences) * (TOKENS // CHUNK + 1)
+    (request,) = submitted.requests
+    assert [len(codes) for codes in request.codes] == [TOKENS] * 4
+    assert sum(c.size for c in chunks) == 4 * frames_for(TOKENS) * HOP
+
+
+def test_a_sentence_is_capped_by_its_length(checkpoint, monkeypatch):
+    """Random weights never choose to stop: only the cap ends the sentence."""
+    engine = XTTSEngine(model=str(checkpoint), audio_tokens_per_char=0.5, audio_token_margin=1)
+    try:
+        engine.load()
+        submitted = Submitted(monkeypatch, engine)
+        short, longer = "Hello there.", "Hello there, good morning."
+        caps = [engine.audio_token_cap(short, "en"), engine.audio_token_cap(longer, "en")]
+        assert caps == [7, 14]  # ceil(0.5 × characters) + 1
+        assert engine.audio_token_cap("你好。", "zh") > engine.audio_token_cap("abc", "en")
+        audio = [sum(c.size for c in speak(engine, text)) for text in (short, longer)]
+    finally:
+        engine.close()
+    stop = TINY_ARGS["gpt_stop_audio_token"]
+    for cap, request, samples in zip(caps, submitted.requests, audio, strict=True):
+        (codes,) = request.codes
+        assert len(codes) == cap or (len(codes) < cap and codes[-1] == stop)
+        assert samples == frames_for(len(codes)) * HOP
+
+
+def test_no_sentence_may_exceed_the_models_limit(engine):
+    decoder = engine.decoder
+    cond, speaker = engine._voice_tensors(engine.default_voice)
+    request = SpeechRequest([SentenceJob([5, 6, 7], 10_000)], cond, speaker)
+    decoder.submit(request)
+    request.cancel()
+    assert decoder.max_audio_tokens == TINY_ARGS["gpt_max_audio_tokens"] - 3  # coqui's max_gen_mel_tokens
+    assert request.sentences[0].max_tokens == decoder.max_audio_tokens
+
+
+def test_concurrent_requests_are_decoded_together(engine):
+    """Two speakers at once: one forward pass serves both, and both make progress."""
+    decoder = engine.decoder
+    decoder.step_sizes.clear()
+    arrivals: list[tuple[float, int, str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait()
+            for _chunk in engine.synthesize("One. Two. Three.", "en"):
+                arrivals.append((time.monotonic(), index, "chunk"))
+            arrivals.append((time.monotonic(), index, "done"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert errors == []
+    assert max(decoder.step_sizes) == 2
+    order = [(index, kind) for _, index, kind in sorted(arrivals)]
+    # Neither waited for the other to finish: both had audio before either was done.
+    first_done = next(i for i, (_, kind) in enumerate(order) if kind == "done")
+    assert {index for index, kind in order[:first_done] if kind == "chunk"} == {0, 1}
+    assert sum(kind == "done" for _, kind in order) == 2
 
 
 def test_a_voice_is_computed_once_and_its_tensors_are_reused(engine, librivox, monkeypatch):
@@ -220,7 +389,7 @@ def test_without_speakers_the_default_voice_is_cloned_from_espeak(tmp_path, chec
     try:
         voice = engine.default_voice
         assert voice.id == "builtin:espeak" and voice.seconds > 5.0
-        assert len(speak(engine, "Hello.")) == TOKENS // CHUNK + 1
+        assert sum(c.size for c in speak(engine, "Hello.")) == frames_for(TOKENS) * HOP
     finally:
         engine.close()
 
@@ -244,26 +413,6 @@ def test_unsupported_language_and_blank_text(engine):
     assert speak(engine, "Hola.", "es-MX")
 
 
-def test_concurrent_requests_are_serialised_per_sentence(engine):
-    results: dict[int, list[np.ndarray]] = {}
-    errors: list[BaseException] = []
-
-    def work(index: int) -> None:
-        try:
-            results[index] = speak(engine, "One. Two.")
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-
-    assert errors == []
-    assert all(len(results[i]) == 2 * (TOKENS // CHUNK + 1) for i in range(2))
-
-
 def test_closing_a_stream_early_frees_the_model(engine):
     stream = engine.synthesize("First sentence. Second sentence.", "en")
     next(stream)
@@ -284,7 +433,7 @@ def test_enrolled_voice_from_a_recording_speaks(engine, tmp_path, librivox):
     stored = VoiceStore(tmp_path / "voices").get("alice")
     assert stored.key == profile.key
     assert np.allclose(stored.gpt_cond_latent, profile.gpt_cond_latent)
-    assert len(speak(engine, "Hello.", voice=stored)) == TOKENS // CHUNK + 1
+    assert sum(c.size for c in speak(engine, "Hello.", voice=stored)) == frames_for(TOKENS) * HOP
 
 
 def test_missing_or_incomplete_checkpoints_say_what_is_wrong(tmp_path, checkpoint):
@@ -309,6 +458,9 @@ def test_missing_or_incomplete_checkpoints_say_what_is_wrong(tmp_path, checkpoin
         ({"dtype": "float8"}, "dtype"),
         ({"device": "tpu"}, "device"),
         ({"stream_chunk_size": 0}, "stream_chunk_size"),
+        ({"first_chunk_tokens": 0}, "first_chunk_tokens"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"audio_tokens_per_char": 0}, "audio_tokens_per_char"),
         ({"speed": 9.0}, "speed"),
     ],
 )

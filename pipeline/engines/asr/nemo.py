@@ -32,6 +32,7 @@ Licence: NVIDIA's Parakeet and FastConformer checkpoints are CC-BY-4.0.
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from contextlib import nullcontext
@@ -100,6 +101,10 @@ class NeMoASREngine(ASREngine):
             look-ahead, more errors); ``None`` keeps the checkpoint's default.
         partial_interval_s: Buffered streams: least time between two partial decodes.
         word_timestamps: Give ``Transcript.words`` (word timings from the decoder).
+        cuda_graphs: TDT/RNN-T greedy decoding with CUDA graphs on CUDA (NeMo's
+            label-looping decoder); ignored, with a log line, on the CPU and for CTC.
+        warmup_seconds: Utterance lengths transcribed by :meth:`warmup`.
+        warmup_batches: Batch sizes transcribed by :meth:`warmup`.
     """
 
     name: ClassVar[str] = "nemo"
@@ -121,6 +126,9 @@ class NeMoASREngine(ASREngine):
         att_context_size: list[int] | None = None,
         partial_interval_s: float = 0.3,
         word_timestamps: bool = True,
+        cuda_graphs: bool = True,
+        warmup_seconds: list[float] | None = None,
+        warmup_batches: list[int] | None = None,
     ) -> None:
         if streaming not in ("auto", "cache_aware", "buffered"):
             raise ValueError(f"streaming must be auto, cache_aware or buffered, not {streaming!r}")
@@ -145,6 +153,11 @@ class NeMoASREngine(ASREngine):
         self._streamer: CacheAwareStreamer | None = None
         #: How ``open_stream`` streams once loaded: ``cache_aware`` or ``buffered``.
         self.streaming_mode: str | None = None
+        self._cuda_graphs_setting = cuda_graphs
+        self._warmup_seconds = [float(x) for x in (warmup_seconds or [1.0, 5.0]) if x > 0]
+        self._warmup_batches = [int(b) for b in (warmup_batches or [1, min(4, max_batch)]) if b >= 1]
+        #: Whether greedy decoding runs with CUDA graphs (known once loaded).
+        self.cuda_graphs = False
         # An instance attribute: which languages depends on the checkpoint.
         self.languages = frozenset(  # type: ignore[misc]
             self._configured_languages or _languages_from_name(model) or ("en",)
@@ -208,6 +221,9 @@ class NeMoASREngine(ASREngine):
             )
             self.device = device
             self._autocast = _autocast(self._dtype_setting, device, torch)
+            self.cuda_graphs = _configure_gpu_decoding(
+                model, device, self.decoder_type or "", self._dtype_setting, self._cuda_graphs_setting
+            )
             self._streamer = self._cache_aware_streamer(model, device)
             self.streaming_mode = "cache_aware" if self._streamer is not None else "buffered"
             self._model = model
@@ -224,11 +240,21 @@ class NeMoASREngine(ASREngine):
             )
 
     def warmup(self) -> None:
-        """Transcribe one second of faint noise (builds kernels and caches)."""
+        """Transcribe faint noise at every warm-up length and batch size.
+
+        Kernels, cuDNN algorithms, CUDA graphs and allocator pools are set up per shape;
+        doing it here makes the first utterance of a room as fast as the tenth.
+        """
         self.load()
         rng = np.random.default_rng(0)
-        noise = rng.normal(0.0, 30.0, self.sample_rate).astype(np.int16)
-        self.transcribe(noise, self.sample_rate, sorted(self.languages)[0])
+        language = sorted(self.languages)[0]
+        for seconds in self._warmup_seconds:
+            for size in self._warmup_batches:
+                clips = [
+                    (rng.normal(0.0, 30.0, int(self.sample_rate * seconds)).astype(np.int16), self.sample_rate, language)
+                    for _ in range(size)
+                ]
+                self.transcribe_batch(clips)
 
     def close(self) -> None:
         """Stop the batcher and drop the model; a later call loads it again."""
@@ -389,11 +415,16 @@ class NeMoASREngine(ASREngine):
             signal[row, : len(samples)] = torch.from_numpy(samples)
         config = self._transcribe_config(language)
         try:
-            with torch.inference_mode(), self._autocast():
-                outputs = model._transcribe_forward(
-                    (signal.to(self.device), lengths.to(self.device)), config
-                )
-                hypotheses = model._transcribe_output_processing(outputs, config)
+            try:
+                hypotheses = self._forward(model, signal, lengths, config, torch)
+            except RuntimeError as exc:
+                if not self.cuda_graphs:
+                    raise
+                # A decoder that cannot capture or replay its graph still decodes without.
+                logger.warning("NeMo decoding with CUDA graphs failed ({}); retrying without", _one_line(exc))
+                model.disable_cuda_graphs()
+                self.cuda_graphs = False
+                hypotheses = self._forward(model, signal, lengths, config, torch)
         except torch.cuda.OutOfMemoryError as exc:  # type: ignore[attr-defined]
             torch.cuda.empty_cache()
             raise EngineError(f"NeMo ran out of GPU memory on {len(batch)} utterances") from exc
@@ -412,6 +443,11 @@ class NeMoASREngine(ASREngine):
                 words=_words(hypothesis),
             ))
         return transcripts
+
+    def _forward(self, model: Any, signal: Any, lengths: Any, config: Any, torch: Any) -> Any:
+        with torch.inference_mode(), self._autocast():
+            outputs = model._transcribe_forward((signal.to(self.device), lengths.to(self.device)), config)
+            return model._transcribe_output_processing(outputs, config)
 
     def _transcribe_config(self, language: str) -> Any:
         from nemo.collections.asr.parts.mixins.transcription import TranscribeConfig
@@ -509,6 +545,58 @@ def _autocast(setting: str, device: str, torch: Any) -> Any:
     else:
         dtype = getattr(torch, setting)
     return lambda: torch.autocast("cuda", dtype=dtype)
+
+
+def _configure_gpu_decoding(
+    model: Any, device: str, decoder_type: str, dtype: str, cuda_graphs: bool
+) -> bool:
+    """Switch CUDA-graph greedy decoding on or off; whether it is on.
+
+    NeMo 3.0 offers CUDA graphs for greedy batched TDT/RNN-T decoding (the
+    label-looping decoder); CTC decoding is a single argmax and needs none.
+    """
+    if not device.startswith("cuda"):
+        if dtype in ("float16", "bfloat16") or cuda_graphs:
+            logger.info(
+                "NeMo on {}: float32 without CUDA graphs (dtype {} and cuda_graphs apply on CUDA only)",
+                device, dtype,
+            )
+        return False
+    if decoder_type not in ("tdt", "rnnt"):
+        if cuda_graphs:
+            logger.info("NeMo {} decoding has no CUDA-graph variant; decoding without", decoder_type or "this")
+        return False
+    decoding = getattr(model.cfg, "decoding", None)
+    if decoding is None or str(decoding.get("strategy", "")) != "greedy_batch":
+        logger.info("NeMo decoding strategy is not greedy_batch: no CUDA graphs")
+        return False
+    from omegaconf import open_dict
+
+    wanted = copy.deepcopy(decoding)
+    with open_dict(wanted):
+        if wanted.get("greedy") is None:
+            wanted.greedy = {}
+        wanted.greedy.use_cuda_graph_decoder = bool(cuda_graphs)
+    if hasattr(model, "ctc_decoder"):  # hybrid: keep its RNN-T head
+        model.change_decoding_strategy(wanted, decoder_type="rnnt", verbose=False)
+    else:
+        model.change_decoding_strategy(wanted, verbose=False)
+    if not cuda_graphs:
+        model.disable_cuda_graphs()
+        return False
+    model.maybe_enable_cuda_graphs()
+    inner = getattr(getattr(model, "decoding", None), "decoding", None)
+    # Label-looping decoders (NeMo's default) keep the mode on their computer: full graphs
+    # with conditional nodes, or graphs without while loops when cuda-python is missing.
+    computer = getattr(inner, "decoding_computer", None)
+    if computer is not None:
+        mode = getattr(computer, "cuda_graphs_mode", None)
+        enabled = mode is not None
+    else:
+        mode = None
+        enabled = bool(getattr(inner, "use_cuda_graph_decoder", False))
+    logger.info("NeMo greedy {} decoding with CUDA graphs: {}", decoder_type, mode or ("on" if enabled else "off"))
+    return enabled
 
 
 def _as_float(pcm: np.ndarray) -> np.ndarray:

@@ -2,14 +2,18 @@
 
 XTTS clones a voice zero-shot from two tensors computed once from a few seconds of the
 speaker: GPT conditioning latents and a speaker embedding (see :mod:`voices.profile`).
-Speech is generated sentence by sentence and streamed: the GPT emits audio tokens, and
-every ``stream_chunk_size`` tokens the HiFi-GAN decoder turns what exists so far into
-audio, so the first chunk of a sentence is ready after ~``stream_chunk_size`` tokens
-(20 tokens ≈ 0.9 s of speech) instead of after the whole sentence.
+Speech is generated sentence by sentence and streamed: the GPT emits audio tokens and
+the HiFi-GAN decoder turns them into audio a chunk at a time, the first chunk after
+``first_chunk_tokens`` tokens (8 ≈ 0.37 s of speech), later ones every
+``stream_chunk_size`` tokens.
 
-One model instance serves every room and participant. It is not thread-safe (the GPT
-keeps the current prompt in the module), so a lock is held while one sentence is being
-generated; requests from different participants interleave sentence by sentence.
+Generation runs in :class:`~pipeline.engines.tts.xtts_stream.XTTSStreamDecoder`, not in
+coqui's ``inference_stream``: one thread owns the GPT and decodes every speaker's current
+sentence in the same forward pass (continuous batching, so simultaneous speakers do not
+queue behind each other), keeps each sentence's key/value cache, decodes each chunk's
+audio once (coqui re-runs the vocoder over the whole sentence for every chunk), caps
+every sentence's length by its text, and runs the GPT in float16 on CUDA. See that
+module for the details.
 
 Weights: a checkpoint folder with ``config.json``, ``model.pth``, ``vocab.json`` and
 optionally ``speakers_xtts.pth``, given as a local path or as the hub name
@@ -20,9 +24,11 @@ Coqui Public Model License (non-commercial). Install with ``pip install 'polyvox
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +40,7 @@ from loguru import logger
 from pipeline.audio import load_audio, resample
 from pipeline.engines.base import TTSEngine
 from pipeline.engines.device import pick_device
+from pipeline.engines.tts.xtts_stream import Sampling, SentenceJob, SpeechRequest, XTTSStreamDecoder
 from pipeline.errors import (
     AudioInputError,
     ConfigError,
@@ -62,8 +69,9 @@ _NEUTRAL_TEXT = (
     "In the afternoon a few clouds may pass over the city, but no rain is expected. "
     "Tomorrow looks much the same."
 )
-_WARMUP_TOKENS = 4
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: Scripts that say more per character than alphabets: the audio-token cap is scaled up.
+_DENSE_LANGUAGES = {"zh": 3.0, "ja": 2.0, "ko": 2.0}
 
 
 class VoiceCacheInfo(NamedTuple):
@@ -122,21 +130,30 @@ class XTTSEngine(TTSEngine):
     Args:
         model: Checkpoint folder, or hub name (``coqui/XTTS-v2``).
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``auto`` (float16 autocast on CUDA, float32 on CPU), ``float32``,
-            ``float16`` or ``bfloat16`` (the latter two on CUDA only). Voice
-            conditioning always runs in float32.
-        stream_chunk_size: Audio tokens per streamed chunk (one token ≈ 46 ms of speech);
-            smaller gives the first audio sooner, at more decoder work.
-        overlap_samples: Samples cross-faded between consecutive chunks.
+        dtype: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16`` or
+            ``bfloat16`` (the latter two on CUDA only): the GPT's weights are converted
+            to it once, the vocoder runs under autocast. Voice conditioning always runs
+            in float32.
+        first_chunk_tokens: Audio tokens before a sentence's first chunk (one token ≈
+            46 ms of speech); small for an early start.
+        stream_chunk_size: Audio tokens per later chunk.
+        max_batch: Most sentences (one per concurrent request) decoded together.
+        audio_tokens_per_char: The cap on a sentence's audio tokens per character of its
+            text (2.5 ≈ 9 characters per second, well below any natural rate; scripts
+            such as Chinese get a multiple), plus ``audio_token_margin``; at most the
+            model's own limit.
+        audio_token_margin: Audio tokens added to every sentence's cap.
         default_speaker: Built-in speaker name, or path to a reference recording, for
             the neutral voice (see above).
         speed: Speaking rate factor (1.0 = the model's own).
-        temperature, top_k, top_p, repetition_penalty, length_penalty: Sampling settings;
-            ``None`` takes the checkpoint's ``config.json`` values.
+        temperature, top_k, top_p, repetition_penalty: Sampling settings; ``None`` takes
+            the checkpoint's ``config.json`` values.
         fixed_audio_tokens: Generate exactly this many audio tokens per sentence instead
             of stopping when the model does. For benchmarks and tests with random
             weights, which never choose to stop; leave ``None`` in production.
         voice_cache_size: Voices whose tensors are kept on the device.
+        warmup_concurrency: Requests decoded together by :meth:`warmup` after a single
+            one (``None``: up to 4 on CUDA, none on the CPU).
 
     Raises:
         ConfigError: an option is out of range.
@@ -151,17 +168,20 @@ class XTTSEngine(TTSEngine):
         model: str = "coqui/XTTS-v2",
         device: str = "auto",
         dtype: str = "auto",
+        first_chunk_tokens: int = 8,
         stream_chunk_size: int = 20,
-        overlap_samples: int = 1024,
+        max_batch: int = 8,
+        audio_tokens_per_char: float = 2.5,
+        audio_token_margin: int = 30,
         default_speaker: str | None = None,
         speed: float = 1.0,
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
-        length_penalty: float | None = None,
         fixed_audio_tokens: int | None = None,
         voice_cache_size: int = 64,
+        warmup_concurrency: int | None = None,
     ) -> None:
         if dtype not in _DTYPES:
             raise ConfigError(f"xtts dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
@@ -169,36 +189,46 @@ class XTTSEngine(TTSEngine):
             raise ConfigError(f"xtts device must be auto, cpu, cuda or cuda:N, not {device!r}")
         if stream_chunk_size < 1:
             raise ConfigError(f"xtts stream_chunk_size must be at least 1, not {stream_chunk_size}")
-        if overlap_samples < 0:
-            raise ConfigError(f"xtts overlap_samples must not be negative, not {overlap_samples}")
+        if first_chunk_tokens < 1:
+            raise ConfigError(f"xtts first_chunk_tokens must be at least 1, not {first_chunk_tokens}")
+        if max_batch < 1:
+            raise ConfigError(f"xtts max_batch must be at least 1, not {max_batch}")
+        if audio_tokens_per_char <= 0 or audio_token_margin < 0:
+            raise ConfigError("xtts audio_tokens_per_char must be positive and audio_token_margin not negative")
         if not 0.25 <= speed <= 4.0:
             raise ConfigError(f"xtts speed must be 0.25-4.0, not {speed}")
         if fixed_audio_tokens is not None and fixed_audio_tokens < 1:
             raise ConfigError(f"xtts fixed_audio_tokens must be at least 1, not {fixed_audio_tokens}")
         if voice_cache_size < 1:
             raise ConfigError(f"xtts voice_cache_size must be at least 1, not {voice_cache_size}")
+        if warmup_concurrency is not None and warmup_concurrency < 0:
+            raise ConfigError(f"xtts warmup_concurrency must not be negative, not {warmup_concurrency}")
         self._model_name = model
         self._requested_device = device
         self._requested_dtype = dtype
+        self._first_chunk_tokens = min(first_chunk_tokens, stream_chunk_size)
         self._chunk_tokens = stream_chunk_size
-        self._overlap = overlap_samples
+        self._max_batch = max_batch
+        self._tokens_per_char = audio_tokens_per_char
+        self._token_margin = audio_token_margin
         self._default_speaker = default_speaker
         self._speed = speed
-        self._sampling = {
+        self._sampling_settings = {
             "temperature": temperature,
             "top_k": top_k,
             "top_p": top_p,
             "repetition_penalty": repetition_penalty,
-            "length_penalty": length_penalty,
         }
         self._fixed_tokens = fixed_audio_tokens
+        self._warmup_concurrency = warmup_concurrency
         self._load_lock = threading.Lock()
-        # Held while the model works: one sentence's generation, or one conditioning.
+        # Held while the conditioning encoders work (generation has its own thread).
         self._model_lock = threading.Lock()
         self._torch: Any = None
         self._model: Any = None
+        self._decoder: XTTSStreamDecoder | None = None
         self._device = "cpu"
-        self._autocast: Any = None  # torch dtype for autocast, None = plain float32
+        self._half: Any = None  # torch dtype of the GPT and vocoder autocast; None = float32
         self._languages: frozenset[str] = frozenset()
         self._char_limits: dict[str, int] = {}
         self._sample_rate = 24000
@@ -230,7 +260,7 @@ class XTTSEngine(TTSEngine):
     @property
     def dtype(self) -> str:
         """The precision synthesis runs in: ``float32``, ``float16`` or ``bfloat16``."""
-        return "float32" if self._autocast is None else str(self._autocast).removeprefix("torch.")
+        return "float32" if self._half is None else str(self._half).removeprefix("torch.")
 
     @property
     def default_voice(self) -> VoiceProfile:
@@ -279,14 +309,41 @@ class XTTSEngine(TTSEngine):
             except Exception as exc:  # noqa: BLE001 - any failure here means an unusable checkpoint
                 raise EngineUnavailableError(f"cannot load the XTTS checkpoint in {folder}: {exc}") from exc
             model.to(device)
+            _remove_weight_norm(model.hifigan_decoder.waveform_decoder)
+            if autocast is not None:
+                # The GPT's weights once in half precision (conditioning stays float32).
+                gpt = model.gpt
+                for part in (gpt.gpt, gpt.text_embedding, gpt.text_pos_embedding, gpt.mel_embedding,
+                             gpt.mel_pos_embedding, gpt.final_norm, gpt.mel_head):
+                    part.to(autocast)
             self._torch = torch
             self._device = str(model.device)
-            self._autocast = autocast
+            self._half = autocast
             self._sample_rate = int(config.model_args.output_sample_rate)
             self._languages = frozenset(_language_code(code) for code in config.languages)
             self._char_limits = dict(model.tokenizer.char_limits)
             self._config = config
             self._default_voice = self._make_default_voice(model)
+            chosen = {
+                name: getattr(config, name) if value is None else value
+                for name, value in self._sampling_settings.items()
+            }
+            sampling = Sampling(
+                temperature=float(chosen["temperature"]),
+                top_k=int(chosen["top_k"]),
+                top_p=float(chosen["top_p"]),
+                repetition_penalty=float(chosen["repetition_penalty"]),
+            )
+            self._decoder = XTTSStreamDecoder(
+                model,
+                gpt_dtype=autocast or torch.float32,
+                vocoder_autocast=autocast,
+                max_batch=self._max_batch,
+                first_chunk_tokens=self._first_chunk_tokens,
+                chunk_tokens=self._chunk_tokens,
+                sampling=sampling,
+                speed=self._speed,
+            )
             # Published last: a concurrent caller sees a loaded engine only when complete.
             self._model = model
             logger.debug(
@@ -295,16 +352,44 @@ class XTTSEngine(TTSEngine):
             )
 
     def warmup(self) -> None:
-        """Speak a few tokens in the default voice, so kernels and caches are ready."""
+        """Speak in the default voice at the shapes production sees, so none is new later.
+
+        One request long enough for the first chunk and (on CUDA) a full one: prefill,
+        decode steps, both vocoder window sizes; then, on CUDA, several requests at once
+        (the batched decode step).
+        """
         self.load()
         language = "en" if "en" in self._languages else min(self._languages)
         tensors = self._voice_tensors(self.default_voice)
-        for _ in self._stream(["Hello."], language, tensors, max_tokens=_WARMUP_TOKENS):
+        # On CUDA both vocoder window sizes (first chunk, later chunks) are new kernel
+        # shapes; the CPU has no such cost, so a first chunk and the tail are enough there.
+        tokens = self._first_chunk_tokens + 1
+        if self._device.startswith("cuda"):
+            tokens += self._chunk_tokens
+        started = time.perf_counter()
+        for _ in self._generate(["Hello, how are you today?"], language, tensors, tokens=tokens):
             pass
+        concurrency = self._warmup_concurrency
+        if concurrency is None:
+            concurrency = min(4, self._max_batch) if self._device.startswith("cuda") else 0
+        decoder = self._decoder
+        if concurrency > 1 and decoder is not None:
+            # Submitted at once, so they are decoded together.
+            requests = [
+                decoder.submit(self._request(["Good morning."], language, tensors, tokens=tokens))
+                for _ in range(concurrency)
+            ]
+            for request in requests:
+                for _ in request:
+                    pass
+        logger.debug(f"XTTS warm-up took {time.perf_counter() - started:.2f} s")
 
     def close(self) -> None:
-        """Release the model and the cached voice tensors (and CUDA memory)."""
+        """Stop generation, release the model and the cached voice tensors (and CUDA memory)."""
         with self._load_lock, self._model_lock:
+            decoder, self._decoder = self._decoder, None
+            if decoder is not None:
+                decoder.close()
             model, self._model = self._model, None
             with self._cache_lock:
                 self._cache.clear()
@@ -484,65 +569,55 @@ class XTTSEngine(TTSEngine):
         tensors = self._voice_tensors(voice)
         limit = self._char_limits.get(code, 250)
         sentences = [piece for sentence in split_sentences(text) for piece in _fit(sentence, limit)]
-        return self._stream(sentences, code, tensors)
+        return self._generate(sentences, code, tensors)
 
-    def _stream(
+    def audio_token_cap(self, sentence: str, language: str) -> int:
+        """The most audio tokens a sentence may have (see ``audio_tokens_per_char``)."""
+        density = _DENSE_LANGUAGES.get(_language_code(language), 1.0)
+        cap = math.ceil(self._tokens_per_char * density * len(sentence.strip())) + self._token_margin
+        return max(1, cap)
+
+    def _generate(
         self,
         sentences: list[str],
         code: str,
         tensors: tuple[Any, Any],
         *,
-        max_tokens: int | None = None,
+        tokens: int | None = None,
     ) -> Iterator[np.ndarray]:
-        gpt_latent, speaker = tensors
-        options = self._inference_options(max_tokens)
+        """Submit the sentences when first advanced; yield their chunks as they come."""
+        decoder = self._decoder
+        if decoder is None:
+            raise EngineError("the xtts engine is closed", retryable=False)
+        request = decoder.submit(self._request(sentences, code, tensors, tokens=tokens))
+        try:
+            yield from request
+        finally:
+            request.cancel()
+
+    def _request(
+        self,
+        sentences: list[str],
+        code: str,
+        tensors: tuple[Any, Any],
+        *,
+        tokens: int | None = None,
+    ) -> SpeechRequest:
+        model = self._require_model()
+        jobs = []
         for sentence in sentences:
-            # One sentence at a time holds the model; other requests get it in between.
-            with self._model_lock:
-                model = self._require_model()
-                generator = model.inference_stream(sentence, code, gpt_latent, speaker, **options)
-                try:
-                    while True:
-                        with self._precision():
-                            try:
-                                chunk = next(generator)
-                            except StopIteration:
-                                break
-                            except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
-                                raise EngineError(f"xtts failed on {sentence[:40]!r}: {exc}") from exc
-                            pcm = self._to_int16(chunk)
-                        if pcm.size:
-                            yield pcm
-                finally:
-                    generator.close()
-
-    def _inference_options(self, max_tokens: int | None) -> dict[str, Any]:
-        config = self._config
-        options: dict[str, Any] = {
-            name: getattr(config, name) if value is None else value
-            for name, value in self._sampling.items()
-        }
-        options.update(
-            stream_chunk_size=self._chunk_tokens,
-            overlap_wav_len=self._overlap,
-            speed=self._speed,
-            enable_text_splitting=False,  # sentences are split here, without spaCy
-        )
-        if max_tokens is not None:
-            options["max_new_tokens"] = max_tokens
-        elif self._fixed_tokens is not None:
-            options["min_new_tokens"] = options["max_new_tokens"] = self._fixed_tokens
-        return options
-
-    def _precision(self) -> Any:
-        torch = self._torch
-        if self._autocast is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast("cuda", dtype=self._autocast)
-
-    def _to_int16(self, chunk: Any) -> np.ndarray:
-        samples = chunk.detach().reshape(-1).float().clamp(-1.0, 1.0) * 32767.0
-        return samples.round().to(self._torch.int16).cpu().numpy()
+            # coqui's own preparation: stripped, lower case, language-specific cleaning.
+            try:
+                ids = model.tokenizer.encode(sentence.strip().lower(), lang=code)
+            except (RuntimeError, ValueError, KeyError, ImportError) as exc:
+                raise EngineError(f"xtts cannot read {sentence[:40]!r} as {code}: {exc}", retryable=False) from exc
+            if tokens is not None:
+                jobs.append(SentenceJob(list(ids), tokens, fixed=True))
+            elif self._fixed_tokens is not None:
+                jobs.append(SentenceJob(list(ids), self._fixed_tokens, fixed=True))
+            else:
+                jobs.append(SentenceJob(list(ids), self.audio_token_cap(sentence, code)))
+        return SpeechRequest(jobs, *tensors)
 
     def _choose_precision(self, torch: Any) -> tuple[str, Any]:
         """The device and autocast dtype (``None`` = float32) for the settings."""
@@ -556,8 +631,23 @@ class XTTSEngine(TTSEngine):
             raise ConfigError(f"xtts dtype {dtype} needs a CUDA device; use float32 on the CPU")
         return device, None if dtype == "float32" else getattr(torch, dtype)
 
+    @property
+    def decoder(self) -> XTTSStreamDecoder | None:
+        """The generation thread's decoder (statistics: forward calls, batch sizes)."""
+        return self._decoder
+
     def _require_model(self) -> Any:
         model = self._model
         if model is None:
             raise EngineError("the xtts engine is closed", retryable=False)
         return model
+
+
+def _remove_weight_norm(generator: Any) -> None:
+    """Fold HiFi-GAN's weight normalisation into plain weights (coqui leaves it on at
+    inference, recomputing every weight on every call); the outputs are the same."""
+    from torch.nn.utils import parametrize
+
+    for module in generator.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
