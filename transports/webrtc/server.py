@@ -18,8 +18,12 @@ it: captions ``{"type": "caption", "utterance_id", "participant_id", "name",
 "language", "text", "translations": {...}, "final": bool}`` (``"final": false`` ones
 with the transcript alone first, so captions appear before the translation), the
 participant list ``{"type": "participants", ...}`` and, on joining, the voice notice
-``{"type": "notice", "kind": "voice", "text"}``. The page sends
-``{"type": "voice", "clone": false}`` to refuse voice cloning (``true`` to allow it).
+``{"type": "notice", "kind": "voice", "text"}``, and who is speaking or being
+interpreted ``{"type": "activity", "participant_id", "speaking"|"interpreting": bool}``.
+The page sends ``{"type": "voice", "clone": false}`` to refuse voice cloning (``true`` to
+allow it), ``{"type": "mix", "original": 0..1}`` to move its balance between original
+voices and interpretation, and ``{"type": "ping"}`` every second (answered
+``{"type": "pong"}``: a page that hears no pong knows the connection is gone).
 """
 
 from __future__ import annotations
@@ -489,6 +493,8 @@ class RoomServer:
             def _opened() -> None:
                 transport.send_json({"type": "participants", **session.describe()}, to=[pid])
                 transport.send_json({"type": "notice", "kind": "voice", "text": self._voice_notice()}, to=[pid])
+                for event in transport.activity.snapshot():
+                    transport.send_json(event, to=[pid])
 
             @channel.on("message")
             def _message(text: Any) -> None:
@@ -528,6 +534,16 @@ class RoomServer:
         except ValueError:
             message = None
         if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "ping":
+            # The page's heartbeat: it counts the connection lost after ~3 s without a pong.
+            room.transport.send_json({"type": "pong", "t": _number(message.get("t"))}, to=[pid])
+            return
+        if kind == "mix":
+            original = message.get("original")
+            if isinstance(original, int | float) and not isinstance(original, bool) and 0 <= original <= 1:
+                room.transport.set_balance(pid, float(original))
             return
         if message.get("type") == "voice" and isinstance(message.get("clone"), bool) and pid in room.transport.peers:
             allowed = message["clone"]
@@ -579,6 +595,13 @@ def _language(tag: Any) -> Any:
     if not isinstance(tag, str) or len(tag) > 35:
         return tag
     return normalize(tag, strict=False)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a client message, else ``None``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e18:
+        return value
+    return None
 
 
 def _bearer(request: web.Request) -> str | None:
