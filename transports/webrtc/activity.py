@@ -6,8 +6,9 @@ transport already sees into those events, only when something changes:
 
 * ``{"type": "activity", "participant_id", "speaking": bool}`` from the level of each
   participant's incoming audio (a gate with hysteresis: on after ``start_ms`` above
-  ``threshold_dbfs``, off ``release_ms`` after the last loud frame) and from partial
-  captions (the recogniser hears words: certainly speaking);
+  ``threshold_dbfs``, off ``release_ms`` after the last loud frame). Not from partial
+  captions: they lag behind the voice when the recogniser is busy, and a muted
+  microphone must show as silent at once;
 * ``{"type": "activity", "participant_id", "interpreting": bool}`` while an
   interpretation of that participant plays to at least one listener.
 
@@ -42,7 +43,7 @@ class ParticipantActivity:
         send: Sends one JSON-ready message to everyone in the room.
         threshold_dbfs: Frames louder than this count as speech.
         start_ms: Speech this long (continuously above the threshold) starts "speaking".
-        release_ms: "speaking" ends this long after the last loud frame or partial caption.
+        release_ms: "speaking" ends this long after the last loud frame.
         clock: Seconds, monotonic (tests pass their own).
     """
 
@@ -84,13 +85,6 @@ class ParticipantActivity:
             speaker.loud_since = None
             if speaker.speaking and now - speaker.last_loud >= self._release_s:
                 self._speaking(participant_id, speaker, False)
-
-    def heard_words(self, participant_id: str) -> None:
-        """The recogniser produced a partial caption for ``participant_id``."""
-        speaker = self._speakers.setdefault(participant_id, _Speaker())
-        speaker.last_loud = self._clock()
-        if not speaker.speaking:
-            self._speaking(participant_id, speaker, True)
 
     def _speaking(self, participant_id: str, speaker: _Speaker, on: bool) -> None:
         speaker.speaking = on

@@ -155,6 +155,8 @@ class RoomServer:
         self._create_lock = asyncio.Lock()
         self._joins: dict[str, deque[float]] = {}
         self._runner: web.AppRunner | None = None
+        #: Set while stopping: no new participants (a page retrying gets 503 and waits).
+        self._closing = False
         self.app = self._build_app()
         self._ice_loopback = loopback
 
@@ -166,6 +168,7 @@ class RoomServer:
 
     async def start(self) -> None:
         """Listen (returns once bound)."""
+        self._closing = False
         set_host_addresses(self.settings.ice_addresses, include_loopback=self._ice_loopback)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
@@ -181,6 +184,7 @@ class RoomServer:
 
     async def stop(self) -> None:
         """Close every room and stop listening."""
+        self._closing = True
         for name in list(self.rooms):
             session = self.rooms.pop(name)
             await self._close_session(session)
@@ -299,6 +303,8 @@ class RoomServer:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        if self._closing:
+            return web.json_response({"status": "stopping"}, status=503)
         return web.json_response(
             {"status": "ok", "rooms": len(self.rooms), "participants": sum(len(s.participant_ids) for s in self.rooms.values())}
         )
@@ -443,6 +449,8 @@ class RoomServer:
         Raises:
             ApiError: 409 when the room is full, 429/503 when it cannot be opened.
         """
+        if self._closing:
+            raise ApiError(503, "the server is shutting down; try again in a moment")
         existing = self.rooms.get(name)
         if existing is not None and len(existing.participant_ids) >= self.settings.max_participants:
             self.metrics.inc("polyvox_join_rejections_total")

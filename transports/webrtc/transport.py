@@ -436,8 +436,6 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
 
     def _send_caption(self, caption: CaptionFrame) -> None:
         utterance = caption.utterance
-        if not caption.final:
-            self._transport.activity.heard_words(utterance.user_id)
         participant = self._transport.room.participants.get(utterance.user_id)
         self._transport.send_json(
             {
