@@ -450,7 +450,7 @@ class RoomServer:
             ApiError: 409 when the room is full, 429/503 when it cannot be opened.
         """
         if self._closing:
-            raise ApiError(503, "the server is shutting down; try again in a moment")
+            raise web.HTTPServiceUnavailable(reason="the server is shutting down; try again in a moment")
         existing = self.rooms.get(name)
         if existing is not None and len(existing.participant_ids) >= self.settings.max_participants:
             self.metrics.inc("polyvox_join_rejections_total")
@@ -546,7 +546,9 @@ class RoomServer:
         kind = message.get("type")
         if kind == "ping":
             # The page's heartbeat: it counts the connection lost after ~3 s without a pong.
-            room.transport.send_json({"type": "pong", "t": _number(message.get("t"))}, to=[pid])
+            t = message.get("t")
+            finite = isinstance(t, int | float) and not isinstance(t, bool) and abs(t) < 1e18
+            room.transport.send_json({"type": "pong", "t": t if finite else None}, to=[pid])
             return
         if kind == "mix":
             original = message.get("original")
@@ -603,13 +605,6 @@ def _language(tag: Any) -> Any:
     if not isinstance(tag, str) or len(tag) > 35:
         return tag
     return normalize(tag, strict=False)
-
-
-def _number(value: Any) -> float | None:
-    """A finite number from a client message, else ``None``."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e18:
-        return value
-    return None
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -343,7 +343,7 @@ function renderParticipants() {
     name.textContent = p.id === state.participantId ? `${p.name} (you)` : p.name;
     const langs = document.createElement("span");
     langs.className = "langs";
-    const via = p.via === "phone" ? " · by phone" : "";
+    const via = (p.via === "phone" ? " · by phone" : "") + (p.listener ? " · listening only" : "");
     const voice = p.voice_cloned === false ? " · neutral voice" : "";
     langs.textContent = `speaks ${languageName(p.speaks)} · hears ${languageName(p.hears)}${voice}${via}`;
     item.append(name, langs);
@@ -513,6 +513,7 @@ async function connect() {
     sdp: pc.localDescription.sdp, type: "offer", name: s.name,
     speaks: s.speaks, hears: s.hears, clone_voice: $("clone-voice").checked,
   };
+  if (state.listenOnly) body.listen_only = true;
   if (s.token) body.token = s.token;
   const response = await fetch(`/api/rooms/${encodeURIComponent(s.room)}/join`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -528,6 +529,9 @@ async function connect() {
   state.participantId = answer.participant_id;
   state.participantKey = answer.key;
   state.room = s.room;
+  // The server may let someone in to listen only (their language cannot be recognised
+  // here): it says so in the answer.
+  if (answer.notice && !state.micNote) state.micNote = answer.notice;
   await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
 }
 
@@ -595,7 +599,7 @@ async function join(event) {
   state.reconnects = 0;
   describeCall();
   showCall(true);
-  state.micNote = micNote || null;
+  if (micNote) state.micNote = micNote;
   startHeartbeat();
   if (state.pc && state.pc.connectionState === "connected") showConnected();
   else setStatus(`Connecting to room ${settings.room}…`);
