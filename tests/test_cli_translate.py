@@ -10,13 +10,24 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 
 import numpy as np
 import pytest
+from loguru import logger
 
 from bot.cli import latency_headline, main
 from pipeline.audio import write_wav
 from tests.fakes import fake_engines, silence, tone
+
+
+@pytest.fixture(autouse=True)
+def loguru_restored():
+    """``main`` points loguru at the stderr of the moment (the test's captured stream,
+    closed afterwards): point it back at the real one."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 @pytest.fixture

@@ -6,10 +6,23 @@ import io
 import os
 import shutil
 import socket
+import sys
+
+import pytest
+from loguru import logger
 
 from bot.cli import main
 from bot.config import load_settings
 from bot.doctor import check_models, doctor_command
+
+
+@pytest.fixture(autouse=True)
+def loguru_restored():
+    """``main`` points loguru at the stderr of the moment (the test's captured stream,
+    closed afterwards): point it back at the real one."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 def free_port() -> int:
