@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import discord
 import pytest
 from loguru import logger
 
-from bot.cli import _serve
+from bot.cli import _serve, main
 from bot.config import load_settings
 from bot.preflight import check_port
 from pipeline.errors import ConfigError
@@ -23,17 +21,24 @@ from pipeline.session import SessionFactory
 from tests.fakes import fake_engines
 from transports.webrtc.client import RoomClient
 
-REPO = Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Loading engines fails the test: these problems must be found before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("polyvox serve loaded models before finding the problem")
+
+    monkeypatch.setattr("bot.app.load_engines", refuse)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
 
 
-def polyvox(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    """The command line of this checkout (not whatever ``polyvox`` is on the PATH)."""
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=180,
-        env={**os.environ, **(env or {})},
-    )
+@pytest.fixture(autouse=True)
+def loguru_restored():
+    """``main`` points loguru at the test's captured stderr: give it the real one back."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 @pytest.fixture
@@ -60,28 +65,26 @@ def test_check_port_names_a_busy_port_and_a_foreign_address(busy_port):
     check_port("127.0.0.1", 0)
 
 
-def test_a_busy_port_is_one_line_before_any_model_loads(busy_port):
-    result = polyvox("serve", "--profile", "offline", "--set", f"server.port={busy_port}", env={"DISCORD_TOKEN": ""})
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
+def test_a_busy_port_is_one_line_before_any_model_loads(busy_port, no_model_loads, capsys):
+    assert main(["serve", "--profile", "offline", "--set", f"server.port={busy_port}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
         f"polyvox: error: server.port {busy_port}: 127.0.0.1:{busy_port} is already in use (another polyvox serve?); "
         f"stop that program or pick another port: --set server.port={busy_port + 1}"
     ]
-    assert "loading" not in result.stdout + result.stderr
+    assert "polyvox serve:" not in captured.out  # not even the engines' banner
 
 
-def test_a_missing_model_is_one_line_before_any_model_loads():
-    result = polyvox("serve", "--profile", "gpu", "--set", f"server.port={closed_port()}", env={"HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 2, result.stderr
-    (line,) = result.stderr.strip().splitlines()
+def test_a_missing_model_is_one_line_before_any_model_loads(no_model_loads, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["serve", "--profile", "gpu", "--set", f"server.port={closed_port()}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "nvidia/parakeet-tdt-0.6b-v2" in line and "polyvox models pull --profile gpu" in line
-    assert "loading" not in result.stdout  # not even the denoiser, which comes first
 
 
-def test_a_bad_config_is_one_line():
-    result = polyvox("serve", "--set", "server.port=99999")
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+def test_a_bad_config_is_one_line(no_model_loads, capsys):
+    assert main(["serve", "--set", "server.port=99999"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("polyvox: error:") and "server.port" in line
 
 
