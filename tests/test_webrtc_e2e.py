@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -188,9 +190,9 @@ def check_call(result: dict, seen: dict, engines, clip) -> None:
     assert first["translations"] == {"es": expected}
     partials = [c for c in result["captions"] if c["utterance_id"] == first["utterance_id"] and not c["final"]]
     assert partials, "no partial caption before the final one"
-    order = list(dict.fromkeys(f"caption-{c['utterance_id']}" for c in result["captions"]))
-    assert [item["id"] for item in result["captionItems"]] == order  # oldest first
-    item = next(i for i in result["captionItems"] if i["id"] == f"caption-{first['utterance_id']}")
+    order = list(dict.fromkeys(c["utterance_id"] for c in result["captions"]))
+    assert [item["utterance"] for item in result["captionItems"]] == order  # oldest first
+    item = next(i for i in result["captionItems"] if i["utterance"] == first["utterance_id"])
     assert item["final"] and item["who"] == "Alice" and len(item["time"]) == 8  # HH:MM:SS
     assert item["lines"] == [
         {"lang": "en", "label": "English", "text": first["text"]},
@@ -264,3 +266,54 @@ def check_call(result: dict, seen: dict, engines, clip) -> None:
         Path(keep).mkdir(parents=True, exist_ok=True)
         for shot in result["screenshots"]:
             shutil.copy(shot, Path(keep) / f"chromium-{Path(shot).name}")
+
+
+async def _start_fake_server(port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fake_room_server", str(port), cwd=str(Path(__file__).parent.parent),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    assert line.startswith(b"ready"), line
+    return proc
+
+
+async def test_a_page_notices_a_server_killed_without_a_word_and_rejoins(tmp_path, browser_harness):
+    """SIGKILL: no connection is closed, packets just stop. The heartbeat must notice."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = await _start_fake_server(port)
+    page = await asyncio.create_subprocess_exec(
+        "node", str(browser_harness.parent / "lost.mjs"), f"http://127.0.0.1:{port}", "lost", str(tmp_path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    result: dict = {}
+    try:
+        while True:
+            line = await asyncio.wait_for(page.stdout.readline(), timeout=120)
+            if not line:
+                break
+            message = json.loads(line)
+            if message.get("step") == "joined":
+                server.kill()
+                await server.wait()
+                page.stdin.write(b"killed\n")
+            elif message.get("step") == "noticed":
+                server = await _start_fake_server(port)
+                page.stdin.write(b"restarted\n")
+            elif "result" in message:
+                result = message["result"]
+            await page.stdin.drain()
+        await asyncio.wait_for(page.wait(), timeout=30)
+    finally:
+        for proc in (page, server):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert result.get("ok"), (result.get("error"), result.get("console"))
+    print(f"a killed server was noticed after {result['noticed']['afterMs']} ms ({result['noticed']['reason']})")
+    print("screenshots:", *result["screenshots"], sep="\n  ")
+    assert result["noticed"]["reason"] in ("nothing arrives from the server", "the server stopped answering")
+    assert result["noticed"]["status"].startswith("Connection lost")
+    assert result["back"] == {"status": "Reconnected: in room lost", "listenOnly": True, "names": ["Noor"]}

@@ -164,7 +164,7 @@ try {
     captions: window.polyvox.captions,
     events: window.polyvox.events.filter((e) => e.type === "activity"),
     captionItems: [...document.querySelectorAll("#captions li")].map((li) => ({
-      id: li.id, final: li.className === "final", time: li.querySelector("time")?.textContent,
+      utterance: Number(li.dataset.utterance), final: li.className === "final", time: li.querySelector("time")?.textContent,
       who: li.querySelector(".who")?.textContent,
       lines: [...li.querySelectorAll("p")].map((p) => ({
         lang: p.lang, label: p.querySelector(".lang").textContent, text: p.querySelector(".words").textContent })),

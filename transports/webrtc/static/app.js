@@ -13,10 +13,12 @@ const FALLBACK_NAMES = {
   zh: "Chinese", ja: "Japanese", ko: "Korean", hi: "Hindi", ca: "Catalan", sv: "Swedish",
 };
 const PING_EVERY_MS = 1000;
-// No pong for this long, and no audio from the server either: the connection is gone.
-// (The server sends audio all the time, silence included, so a busy server whose pongs
-// are late still shows up as packets; it gets GIVE_UP_MS.)
-const LOST_AFTER_MS = 3000;
+const CHECK_EVERY_MS = 500;
+// No pong for this long, and no audio from the server either: the connection is gone
+// (a ping a second, so that is noticed 2.5 to 3 s after the server went). The server
+// sends audio all the time, silence included, so a busy server whose pongs are late
+// still shows up as packets; it gets GIVE_UP_MS.
+const LOST_AFTER_MS = 2500;
 const GIVE_UP_MS = 15000;
 const RETRY_MS = [1000, 1000, 2000, 3000, 5000];
 
@@ -29,7 +31,7 @@ const state = (window.polyvox = {
   captions: [], participants: [], activity: {}, names: { ...FALLBACK_NAMES },
   settings: null, muted: false, listenOnly: false, joinedAt: null, reconnects: 0,
   pc: null, channel: null, stream: null, meterTimer: null, audioContext: null,
-  heartbeat: null, lastPong: 0, retryTimer: null, notice: null,
+  heartbeat: null, lastPong: 0, retryTimer: null, notice: null, connections: 0,
   shownLanguages: null, // caption languages this listener chose (a Set of codes)
   lostAt: null, lostNoticedAfterMs: null, events: [], packets: { count: 0, at: 0 }, slow: false,
 });
@@ -162,11 +164,14 @@ function nearBottom(list) {
 
 function onCaption(message) {
   state.captions.push(message);
-  let record = utterances.get(message.utterance_id);
+  // Utterance ids are the server's: a restarted server counts from 1 again, so each
+  // connection keeps its own.
+  const key = `${state.connections}-${message.utterance_id}`;
+  let record = utterances.get(key);
   const now = new Date();
   if (!record) {
-    record = { id: message.utterance_id, start: now, end: null, message };
-    utterances.set(message.utterance_id, record);
+    record = { id: key, utterance: message.utterance_id, start: now, end: null, message };
+    utterances.set(key, record);
   }
   record.message = message;
   if (message.final) {
@@ -185,6 +190,7 @@ function renderCaption(record) {
   if (!item) {
     item = document.createElement("li");
     item.id = id;
+    item.dataset.utterance = record.utterance;
     list.appendChild(item); // reading order: oldest first, newest last
   }
   item.className = message.final ? "final" : "interim";
@@ -488,6 +494,7 @@ async function connect() {
     for (const track of state.stream.getAudioTracks()) pc.addTrack(track, state.stream);
   }
   const channel = (state.channel = pc.createDataChannel("captions"));
+  state.connections += 1;
   channel.onmessage = onMessage;
   channel.onopen = () => {
     state.lastPong = Date.now();
@@ -612,12 +619,16 @@ function startHeartbeat() {
   state.lastPong = Date.now();
   state.packets = { count: 0, at: Date.now() };
   state.slow = false;
-  state.heartbeat = setInterval(beat, PING_EVERY_MS);
+  state.lastPing = 0;
+  state.heartbeat = setInterval(beat, CHECK_EVERY_MS);
 }
 
 async function beat() {
   if (state.phase !== "in-call") return;
-  sendMessage({ type: "ping", t: Date.now() });
+  if (Date.now() - state.lastPing >= PING_EVERY_MS - 50) {
+    state.lastPing = Date.now();
+    sendMessage({ type: "ping", t: state.lastPing });
+  }
   const pc = state.pc;
   const flowing = await audioArriving(pc);
   if (state.phase !== "in-call" || state.pc !== pc) return;
