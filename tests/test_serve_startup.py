@@ -77,9 +77,10 @@ def test_a_busy_port_is_one_line_before_any_model_loads(busy_port, no_model_load
 
 def test_a_missing_model_is_one_line_before_any_model_loads(no_model_loads, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    asr_model = load_settings(profile="gpu").asr.model
     assert main(["serve", "--profile", "gpu", "--set", f"server.port={closed_port()}"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "nvidia/parakeet-tdt-0.6b-v2" in line and "polyvox models pull --profile gpu" in line
+    assert f"asr.model '{asr_model}'" in line and "polyvox models pull --profile gpu" in line
 
 
 def test_a_bad_config_is_one_line(no_model_loads, capsys):
