@@ -1,7 +1,8 @@
 """The ``polyvox`` command line.
 
 ``polyvox translate IN... --from en --to es -o OUT.wav`` interprets recordings;
-``polyvox serve`` starts the server; ``polyvox config`` shows the resolved settings.
+``polyvox serve`` starts the server; ``polyvox config`` shows the resolved settings;
+``polyvox doctor`` checks the machine.
 Errors are one line on stderr and a non-zero exit status, never a traceback.
 """
 
@@ -19,6 +20,9 @@ from loguru import logger
 __all__ = ["main"]
 
 _OUR_MODULES = ("bot", "pipeline", "transports", "voices", "__main__")
+_LOG_FORMAT = "{time:HH:mm:ss} {level:<7} {message}"
+#: The stderr log handler: its id, level and filter (progress bars swap its sink).
+_LOG: dict = {}
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -32,7 +36,51 @@ def _setup_logging(verbosity: int) -> None:
         ours = (record["name"] or "").startswith(_OUR_MODULES)
         return ours or record["level"].no >= logger.level("WARNING").no
 
-    logger.add(sys.stderr, level=level, filter=keep, format="{time:HH:mm:ss} {level:<7} {message}")
+    _LOG.update(level=level, filter=keep)
+    _LOG["id"] = logger.add(sys.stderr, level=level, filter=keep, format=_LOG_FORMAT)
+
+
+class _TranslateProgress:
+    """Two progress bars on stderr while ``translate`` runs: the input fed to the
+    pipeline, and the input interpreted so far (with the utterances done). Log lines
+    are written above the bars meanwhile."""
+
+    def __init__(self, total_s: float, *, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.enabled = enabled
+        style = "{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]{postfix}"
+        common = {"total": max(1, round(total_s)), "unit": "s", "disable": not enabled, "file": sys.stderr,
+                  "bar_format": style, "dynamic_ncols": True}
+        self.fed = tqdm(desc="fed        ", position=0, **common)
+        self.done = tqdm(desc="interpreted", position=1, **common)
+        self._sink_id: int | None = None
+
+    def __enter__(self) -> _TranslateProgress:
+        if self.enabled and "id" in _LOG:
+            from tqdm import tqdm
+
+            logger.remove(_LOG["id"])
+            self._sink_id = logger.add(
+                lambda message: tqdm.write(str(message), end="", file=sys.stderr),
+                level=_LOG["level"], filter=_LOG["filter"], format=_LOG_FORMAT,
+            )
+        return self
+
+    def update(self, progress) -> None:  # type: ignore[no-untyped-def]
+        """A :class:`pipeline.file_mode.FileProgress`."""
+        for bar, value in ((self.fed, progress.fed_s), (self.done, progress.done_s)):
+            bar.n = min(bar.total, round(value))
+        self.done.set_postfix_str(f" {progress.utterances} utterances", refresh=False)
+        self.fed.refresh()
+        self.done.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        self.fed.close()
+        self.done.close()
+        if self._sink_id is not None:
+            logger.remove(self._sink_id)
+            _LOG["id"] = logger.add(sys.stderr, level=_LOG["level"], filter=_LOG["filter"], format=_LOG_FORMAT)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--captions", metavar="OUT.json", help="also write transcripts, translations and latencies")
     tr.add_argument("--realtime", action="store_true", help="feed audio at real-time pace, as a live call would (slower; realistic latencies)")
     tr.add_argument("--sample-rate", type=int, default=None, metavar="HZ", help="output sample rate (default: the TTS engine's)")
+    tr.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bars on stderr (default: when stderr is a terminal)",
+    )
     _common(tr)
 
     serve = sub.add_parser(
@@ -102,6 +154,17 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved configuration")
     _common(cfg)
 
+    doc = sub.add_parser(
+        "doctor",
+        help="check this machine for what a profile needs, and say how to fix what is missing",
+        description=(
+            "Checks the Python extras, ffmpeg, libopus, Apertium pairs and espeak-ng voices for "
+            "the configured languages, the models in the Hugging Face cache, the GPU and the "
+            "server port, without loading any model. Exit status 1 when something is missing."
+        ),
+    )
+    _common(doc)
+
     from voices.cli import add_voices_parser
 
     add_voices_parser(sub, _common)
@@ -122,6 +185,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import doctor_command
+
+    return doctor_command(_settings(args))
+
+
 def _cmd_voices(args: argparse.Namespace) -> int:
     from voices.cli import run_voices_command
 
@@ -130,32 +199,46 @@ def _cmd_voices(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from bot.app import check_engines, load_engines, session_factory
+    from bot.preflight import check_models_present, check_port
+    from pipeline.errors import ConfigError
     from transports.webrtc import check_security, room_secret
 
+    # Everything that can be wrong without loading a model fails here, in one line:
+    # the configuration, engine names, room security, the port, the models.
     settings = _settings(args)
     check_engines(settings)
-    # Fail before loading models when the server would expose rooms without tokens.
     check_security(settings.server.host, settings.webrtc, room_secret())
+    check_port(settings.server.host, settings.server.port)
+    check_models_present(settings)
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     engines = ", ".join(f"{k} {settings.engine(k).engine}" for k in ("asr", "mt", "tts", "denoise"))
     print(f"polyvox serve: profile '{settings.profile}' ({engines})", flush=True)
     loaded = load_engines(settings)
     try:
         asyncio.run(_serve(settings, session_factory(settings, loaded), token))
+    except OSError as exc:  # the port was taken while the engines loaded
+        raise ConfigError(f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}") from None
     finally:
         loaded.close()
     return 0
 
 
-async def _serve(settings, factory, discord_token: str) -> None:  # type: ignore[no-untyped-def]
+async def _serve(settings, factory, discord_token: str, *, server_ready=None, bot_retry_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     """The WebRTC room server, and the Discord bot when a token is set, on one loop,
-    sharing one session factory (engines, interpretation settings, voice consent)."""
+    sharing one session factory (engines, interpretation settings, voice consent).
+
+    The rooms are the server: the bot failing (Discord unreachable, a refused token, a
+    bug) is logged and never takes them down (the bot retries after ``bot_retry_s``,
+    doubling); the room server failing ends everything.
+    """
     from transports.webrtc import serve_webrtc
 
     def ready(server) -> None:  # type: ignore[no-untyped-def]
         print(f"polyvox: rooms at {server.url}/ (open it in two browser tabs to try)", flush=True)
+        if server_ready is not None:
+            server_ready(server)
 
-    jobs = [
+    rooms = asyncio.ensure_future(
         serve_webrtc(
             factory,
             settings.webrtc,
@@ -163,24 +246,35 @@ async def _serve(settings, factory, discord_token: str) -> None:  # type: ignore
             port=settings.server.port,
             ready=ready,
         )
-    ]
+    )
+    bot: asyncio.Future[None] | None = None
     if discord_token:
         from bot.discord_bot import serve_bot
 
         print("polyvox: starting the Discord bot (DISCORD_TOKEN is set)", flush=True)
-        jobs.append(serve_bot(settings, settings.discord, factory, token=discord_token))
+        bot = asyncio.ensure_future(
+            serve_bot(settings, settings.discord, factory, token=discord_token, retry_after_s=bot_retry_s)
+        )
+        bot.add_done_callback(_bot_ended)
     else:
         print("polyvox: the Discord bot starts when DISCORD_TOKEN is set (README: Discord bot)", flush=True)
-    tasks = [asyncio.ensure_future(job) for job in jobs]
     try:
-        # Either ending (an error, or the bot closing) ends the server.
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
+        await rooms
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in (rooms, bot):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (rooms, bot) if t is not None), return_exceptions=True)
+
+
+def _bot_ended(task: asyncio.Future[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.opt(exception=error).error(f"the Discord bot stopped ({error}); the WebRTC rooms keep running")
+    else:
+        logger.info("the Discord bot stopped; the WebRTC rooms keep running")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -240,19 +334,27 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         tracks.append(SpeakerTrack(user_id=user, pcm=pcm, language=source))
         logger.info(f"{path}: {len(pcm) / 16000:.1f} s of audio, speaker '{user}' ({source})")
 
+    from bot.preflight import check_models_present
+
+    check_models_present(settings)
     engines = load_engines(settings)
+    bars = args.progress if args.progress is not None else sys.stderr.isatty()
+    total_s = max(len(t.pcm) for t in tracks) / 16000
     try:
         # An 'auto' speaker is not checked here: their language is known only once identified.
         engines.check_languages([source], [target])
-        result = asyncio.run(
-            run_cascade_on_tracks(
-                engines,
-                tracks,
-                [target],
-                params=interpretation_params(settings),
-                realtime=args.realtime,
+        with _TranslateProgress(total_s, enabled=bars) as progress:
+            result = asyncio.run(
+                run_cascade_on_tracks(
+                    engines,
+                    tracks,
+                    [target],
+                    params=interpretation_params(settings),
+                    realtime=args.realtime,
+                    progress=not bars,
+                    on_progress=progress.update,
+                )
             )
-        )
     finally:
         engines.close()
     document = write_outputs(
@@ -267,7 +369,10 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                 found = ", ".join(f"{code} ({n} utterance{'s' if n > 1 else ''})" for code, n in counts.items())
                 logger.info(f"speaker '{track.user_id}' ({source}): {found}")
     if not result.utterances:
-        logger.info("no speech found in the input")
+        logger.warning(
+            f"no speech found in {', '.join(args.inputs)}: {args.output} is empty "
+            "(silence, or speech too quiet or too short for the VAD: vad.threshold, vad.min_speech_ms)"
+        )
     for reason in result.errors:
         logger.warning(f"pipeline error: {reason}")
     logger.info(
@@ -275,10 +380,36 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         + (f", captions → {args.captions}" if args.captions else "")
         + f"; {result.wall_seconds:.1f} s for {result.input_seconds:.1f} s of input"
     )
-    lat = document["latency"].get("end_to_first_audio")
-    if lat:
-        logger.info(f"speech end → first audio: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s")
+    headline = latency_headline(document["latency"], realtime=args.realtime)
+    if headline:
+        logger.info(headline)
     return 0
+
+
+def latency_headline(latency: dict, *, realtime: bool) -> str | None:
+    """The one line of timing ``translate`` ends with, honest about what was measured.
+
+    Fed at real-time pace (``--realtime``) the waits are what a live listener would have:
+    speech end → first audio. Fed as fast as possible, utterances queue up behind one
+    another, so those waits are queueing; what means something then is the engines'
+    compute per utterance.
+    """
+    if realtime:
+        lat = latency.get("end_to_first_audio")
+        if not lat or lat.get("p50") is None:
+            return None
+        return f"speech end → first audio: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s (real-time pace)"
+    parts = []
+    for key, label in (("compute_asr", "ASR"), ("compute_mt", "MT"), ("compute_tts_first", "TTS to first audio")):
+        stats = latency.get(key)
+        if stats and stats.get("p50") is not None:
+            parts.append(f"{label} p50 {stats['p50']:.3f} s")
+    if not parts:
+        return None
+    return (
+        "engine compute per utterance: " + ", ".join(parts)
+        + " (input fed faster than real time, so waits were queueing; --realtime measures latency)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "translate": _cmd_translate,
         "serve": _cmd_serve,
         "config": _cmd_config,
+        "doctor": _cmd_doctor,
         "voices": _cmd_voices,
         "token": _cmd_token,
         "models": _cmd_models,

@@ -1,6 +1,7 @@
 """The Discord bot: slash commands (cogs loaded as extensions) and one voice session per guild.
 
-``polyvox serve`` starts it when ``DISCORD_TOKEN`` is set (see :func:`run_bot`). The
+``polyvox serve`` starts it when ``DISCORD_TOKEN`` is set (:func:`serve_bot`, which
+keeps retrying while Discord is unreachable; :func:`run_bot` runs it alone). The
 commands live in ``bot/cogs/``, one concern per cog: ``rooms`` (``/join``, ``/leave``,
 ``/language``, ``/room languages``, ``/captions``) and ``voice`` (``/voice enroll``,
 ``forget``, ``off``, ``on``, ``status``). This module holds what they share: settings,
@@ -312,17 +313,60 @@ async def serve_bot(
     factory: SessionFactory,
     *,
     token: str,
+    retry_after_s: float = 5.0,
+    retry_max_s: float = 300.0,
 ) -> None:
-    """Run the bot on the current event loop until it is closed (for ``polyvox serve``,
-    next to the WebRTC server, sharing the loaded engines and the voice consent)."""
-    async with PolyvoxBot(settings=settings, discord_settings=discord_settings, factory=factory) as bot:
-        try:
-            await bot.start(token)
-        except discord.LoginFailure:
-            raise ConfigError(
-                f"Discord refused the token in {TOKEN_ENV}: copy it again from the Bot page of "
-                "your application in the Developer Portal"
-            ) from None
+    """Run the bot on the current event loop until it is closed or cancelled (for
+    ``polyvox serve``, next to the WebRTC server, sharing the loaded engines and the
+    voice consent).
+
+    It never takes the process down: a token Discord refuses, an unreachable Discord
+    (no network, DNS, a 5xx, a gateway that drops us for good) is logged in one line and
+    tried again after ``retry_after_s``, doubling up to ``retry_max_s``, while the rest of
+    the server (the WebRTC rooms) keeps running.
+    """
+    discord_settings = discord_settings or DiscordSettings()
+    default_languages = discord_settings.room_languages or list(
+        dict.fromkeys([settings.languages.speaker, *settings.languages.listeners])
+    )
+    # One settings database for every attempt (a bot object cannot be started twice).
+    store = GuildSettingsStore(discord_settings.database_path(), default_languages=default_languages)
+    loop = asyncio.get_running_loop()
+    delay = retry_after_s
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            started = loop.time()
+            bot = PolyvoxBot(settings=settings, discord_settings=discord_settings, factory=factory, guild_store=store)
+            try:
+                async with bot:
+                    await bot.start(token)
+                return  # closed on purpose
+            except discord.LoginFailure:
+                problem = (
+                    f"Discord refused the token in {TOKEN_ENV}: copy it again from the Bot page of your "
+                    "application in the Developer Portal and restart"
+                )
+                level = "ERROR"
+            except (TimeoutError, OSError, discord.GatewayNotFound, discord.ConnectionClosed, discord.HTTPException) as exc:
+                problem = f"cannot reach Discord ({_one_line(exc)})"
+                level = "WARNING"
+            if loop.time() - started > 10 * retry_max_s:
+                delay = retry_after_s  # it ran for a long while: a new outage starts over
+            logger.log(
+                level,
+                f"Discord bot: {problem}; the WebRTC rooms keep running; trying again in {delay:.0f} s (attempt {attempt})",
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_max_s)
+    finally:
+        store.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
 def discord_token() -> str | None:
@@ -331,10 +375,11 @@ def discord_token() -> str | None:
 
 
 def run_bot(settings: Settings, discord_settings: DiscordSettings | None = None, *, token: str | None = None) -> None:
-    """Load the engines and run the bot until interrupted (blocking).
+    """Load the engines and run the bot until interrupted (blocking); Discord refusing
+    the token or being unreachable is logged and retried (see :func:`serve_bot`).
 
     Raises:
-        ConfigError: no token in ``DISCORD_TOKEN``, or Discord refused it.
+        ConfigError: no token in ``DISCORD_TOKEN``.
     """
     from bot.app import load_engines, session_factory
 

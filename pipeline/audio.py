@@ -695,7 +695,8 @@ def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int) -
     """Write mono int16 samples as a 16-bit PCM WAV file.
 
     Parent folders are created. The file is written beside its destination and
-    moved into place, so a reader never sees half a file.
+    moved into place, so a reader never sees half a file; it gets the usual mode of a
+    new file (0644 under the common umask 022), not the temporary file's private 0600.
 
     Args:
         path: Where to write.
@@ -712,6 +713,8 @@ def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as file, wave.open(file, "wb") as writer:
             writer.setnchannels(1)
             writer.setsampwidth(2)
@@ -721,6 +724,18 @@ def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int) -
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it to read it,
+    which would race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _require_mono_int16(pcm: np.ndarray, where: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from pipeline.session import InterpretationParams, InterpretationSession
 
 __all__ = [
     "FRAME_MS",
+    "FileProgress",
     "FileTransport",
     "FileTranslation",
     "SpeakerTrack",
@@ -103,6 +105,24 @@ class FileTranslation:
         return LatencyStats.from_utterances(r.utterance for r in self.utterances)
 
 
+@dataclass
+class FileProgress:
+    """How far a file run is (for progress bars).
+
+    Attributes:
+        fed_s: Seconds of input fed to the pipeline.
+        done_s: Input seconds up to the end of the latest finished utterance (all of
+            the input once the run is over).
+        total_s: Length of the input.
+        utterances: Utterances finished so far.
+    """
+
+    fed_s: float
+    done_s: float
+    total_s: float
+    utterances: int = 0
+
+
 class FileInputTransport(BaseInputTransport):
     """Recordings in: ``feed`` pushes one participant's 20 ms frame into the pipeline."""
 
@@ -146,6 +166,8 @@ class FileOutputTransport(BaseOutputTransport):
         self.captions: list[dict[str, Any]] = []
         self.tts_rate: int | None = None
         self.clock_start: float | None = None
+        #: Called with each result as it comes (progress reporting).
+        self.on_result: Callable[[InterpretationResult], None] | None = None
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -179,6 +201,8 @@ class FileOutputTransport(BaseOutputTransport):
             )
         elif isinstance(frame, InterpretationResultFrame):
             self.results.append(frame.result)
+            if self.on_result is not None:
+                self.on_result(frame.result)
 
 
 class FileTransport(BaseTransport):
@@ -207,6 +231,7 @@ async def run_cascade_on_tracks(
     warn_slow: bool | None = None,
     progress: bool = True,
     consent: Any | None = None,
+    on_progress: Callable[[FileProgress], None] | None = None,
 ) -> FileTranslation:
     """Push the tracks through a fresh session and collect the results.
 
@@ -223,6 +248,8 @@ async def run_cascade_on_tracks(
         warn_slow: Warn when ASR runs slower than real time (overrides ``params``).
         progress: Log progress while feeding.
         consent: The voice consent policy (``voices.consent.VoiceConsent``).
+        on_progress: Told how far the run is while feeding (a few times a second) and
+            whenever an utterance is finished, and once at the end.
     """
     from dataclasses import replace
 
@@ -245,12 +272,26 @@ async def run_cascade_on_tracks(
     total_frames = max((len(t.pcm) + frame_samples - 1) // frame_samples for t in tracks) if tracks else 0
     feeder = transport.input()
     collector = transport.output()
+    total_s = total_frames * FRAME_MS / 1000
+    tally = FileProgress(0.0, 0.0, total_s)
+
+    def tell() -> None:
+        if on_progress is not None:
+            on_progress(FileProgress(tally.fed_s, tally.done_s, total_s, tally.utterances))
+
+    def finished_one(result: InterpretationResult) -> None:
+        tally.utterances += 1
+        tally.done_s = min(total_s, max(tally.done_s, result.utterance.end))
+        tell()
+
+    collector.on_result = finished_one
 
     started = time.monotonic()
     await session.start()
     await feeder.ready.wait()
     begin = collector.clock_start = time.monotonic()
     next_report = begin + 5.0
+    next_tell = begin
     for index in range(total_frames):
         for track in tracks:
             piece = track.pcm[index * frame_samples : (index + 1) * frame_samples]
@@ -264,7 +305,13 @@ async def run_cascade_on_tracks(
         if progress and time.monotonic() >= next_report:
             next_report += 5.0
             logger.info(f"fed {(index + 1) * FRAME_MS / 1000:.0f} s of {total_frames * FRAME_MS / 1000:.0f} s")
+        if on_progress is not None and (time.monotonic() >= next_tell or index == total_frames - 1):
+            next_tell = time.monotonic() + 0.2
+            tally.fed_s = (index + 1) * FRAME_MS / 1000
+            tell()
     await session.end_of_input()
+    tally.done_s = total_s
+    tell()
 
     finished = [r for r in collector.results if r.dropped is None and r.transcript]
     utterances = sorted(finished, key=lambda r: (r.utterance.end, r.utterance.id))

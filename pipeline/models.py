@@ -41,12 +41,15 @@ from pipeline.errors import EngineUnavailableError
 
 __all__ = [
     "ModelMissingError",
+    "ModelStatus",
     "PulledModel",
+    "check_models",
     "configured_models",
     "conversion_cache_dir",
     "converted_model",
     "hub_offline",
     "is_local_path",
+    "model_status",
     "pull",
     "pull_command",
     "resolve_model",
@@ -91,6 +94,29 @@ class PulledModel:
     model: str
     path: Path
     local: bool
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether one configured model is on this machine (without loading or fetching it).
+
+    Attributes:
+        kind: The engine section (``asr``, ``mt``, ``tts``), or "".
+        model: The model setting.
+        path: Where it lies, when it is here.
+        problem: Why it is not usable now, or ``None``.
+        fetchable: Not here, but it would be downloaded on first use (the hub is on).
+    """
+
+    kind: str
+    model: str
+    path: Path | None
+    problem: str | None = None
+    fetchable: bool = False
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
 
 
 def hub_offline() -> bool:
@@ -149,17 +175,11 @@ def resolve_model(
 
     repo_id = name_or_path.strip()
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        cached = _cached(repo_id)
     except ImportError as exc:
         raise ImportError(_INSTALL_HINT) from exc
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:  # a corrupt cache entry or a malformed name
-        logger.debug("cache lookup of {} failed: {}", repo_id, exc)
+    if cached is not None:
+        return cached
 
     if hub_offline():
         raise ModelMissingError(
@@ -227,6 +247,84 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _cached(repo_id: str) -> Path | None:
+    """The cached snapshot of a hub repository, or ``None`` (never touches the network)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # a corrupt cache entry or a malformed name
+        logger.debug("cache lookup of {} failed: {}", repo_id, exc)
+        return None
+
+
+def model_status(settings_or_models: Any, *, pull_hint: str | None = None) -> list[ModelStatus]:
+    """Where each configured model stands, looking only at this machine.
+
+    Args:
+        settings_or_models: See :func:`configured_models`.
+        pull_hint: The command that fetches them (default: ``polyvox models pull
+            --profile <the settings' profile>``).
+    """
+    profile = getattr(settings_or_models, "profile", None)
+    hint = pull_hint or (f"polyvox models pull --profile {profile}" if profile else _DEFAULT_PULL_HINT)
+    out: list[ModelStatus] = []
+    for kind, model in configured_models(settings_or_models):
+        label = f"{kind}.model" if kind else "model"
+        if is_local_path(model):
+            path = Path(os.path.expanduser(model.strip()))
+            if path.exists():
+                out.append(ModelStatus(kind, model, path))
+            else:
+                out.append(ModelStatus(kind, model, None, f"{label} '{model}': no such file or folder"))
+            continue
+        try:
+            cached = _cached(model.strip())
+        except ImportError:
+            out.append(ModelStatus(kind, model, None, f"{label} '{model}': {_INSTALL_HINT}"))
+            continue
+        if cached is not None:
+            out.append(ModelStatus(kind, model, cached))
+        elif hub_offline():
+            out.append(
+                ModelStatus(
+                    kind, model, None,
+                    f"{label} '{model}' is not downloaded and the hub is off (HF_HUB_OFFLINE=1): "
+                    f"run `{hint}` with network access, or set {label} to a local path",
+                )
+            )
+        else:
+            out.append(
+                ModelStatus(kind, model, None, f"{label} '{model}' is not downloaded yet (`{hint}`)", fetchable=True)
+            )
+    return out
+
+
+def check_models(settings: Any) -> list[ModelStatus]:
+    """Fail fast, before loading anything, when a configured model cannot be had.
+
+    Models the hub can still provide are left to the engines (they download on first
+    use) and returned so the caller can say so.
+
+    Raises:
+        ModelMissingError: the first model that is neither here nor fetchable.
+        ImportError: a hub model without ``huggingface_hub`` installed.
+    """
+    fetch = []
+    for status in model_status(settings):
+        if status.present:
+            continue
+        if not status.fetchable:
+            if _INSTALL_HINT in (status.problem or ""):
+                raise ImportError(_INSTALL_HINT)
+            raise ModelMissingError(status.problem or status.model, model=status.model)
+        fetch.append(status)
+    return fetch
+
+
 def configured_models(settings: Any) -> list[tuple[str, str]]:
     """``(kind, model)`` for every engine section of ``settings`` that names a model.
 
@@ -287,7 +385,8 @@ def pull(
 
     Args:
         settings_or_models: See :func:`configured_models`.
-        progress: Show ``tqdm`` progress bars (one per file) on stderr.
+        progress: Show ``tqdm`` progress bars on stderr: one over the models, and
+            the hub's own per file.
         pull_hint: The command named in error messages.
 
     Returns:
@@ -312,12 +411,21 @@ def pull(
         enable_progress_bars()
     else:
         disable_progress_bars()
+    from tqdm import tqdm
+
+    models = configured_models(settings_or_models)
+    overall = tqdm(
+        total=len(models), desc="models", unit="model", disable=not progress or not models, file=sys.stderr,
+        bar_format="{desc} {n}/{total} |{bar}| {postfix}",
+    )
     try:
         pulled = []
-        for kind, model in configured_models(settings_or_models):
+        for kind, model in models:
+            overall.set_postfix_str(f"{kind or 'model'}: {model}")
             if is_local_path(model):
                 path = resolve_model(model, kind=kind, pull_hint=pull_hint)
                 pulled.append(PulledModel(kind, model, path, local=True))
+                overall.update()
                 continue
             if hub_offline():
                 raise ModelMissingError(
@@ -328,8 +436,10 @@ def pull(
             label = f"{kind}.model " if kind else "model "
             path = _download(model, label=label, pull_hint=pull_hint)
             pulled.append(PulledModel(kind, model, path, local=False))
+            overall.update()
         return pulled
     finally:
+        overall.close()
         if was_disabled:
             disable_progress_bars()
         else:

@@ -722,17 +722,31 @@ async def test_a_moderator_disconnecting_the_bot_ends_the_session_and_join_twice
     assert bot.sessions == {} and len(bot.fake_io.clients) == 1  # no reconnect fight
 
 
-async def test_a_token_discord_refuses_is_one_clear_error(tmp_path, discord_api):
-    from bot.discord_bot import serve_bot
-    from pipeline.errors import ConfigError
+async def test_a_token_discord_refuses_is_one_clear_line_retried_with_back_off(tmp_path, discord_api):
+    from loguru import logger
 
-    with pytest.raises(ConfigError, match="refused the token in DISCORD_TOKEN"):
-        await serve_bot(
-            load_settings(profile="offline"),
-            DiscordSettings(database=str(tmp_path / "d.sqlite3"), sync_commands=False),
-            SessionFactory(fake_engines()),
-            token="not-a-token",
-        )
+    from bot.discord_bot import serve_bot
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    task = asyncio.ensure_future(serve_bot(
+        load_settings(profile="offline"),
+        DiscordSettings(database=str(tmp_path / "d.sqlite3"), sync_commands=False),
+        SessionFactory(fake_engines()),
+        token="not-a-token",
+        retry_after_s=0.05,
+        retry_max_s=0.1,
+    ))
+    try:
+        await wait_for(lambda: len(lines) >= 3, 15)
+        assert not task.done()  # it never gives up, and never raises into the server
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        logger.remove(sink)
+    assert "refused the token in DISCORD_TOKEN" in lines[0] and "the WebRTC rooms keep running" in lines[0]
+    assert [line.rsplit("(attempt ", 1)[1] for line in lines[:3]] == ["1)", "2)", "3)"]
+    assert "trying again in 0 s" in lines[0]  # 0.05 s, rounded
 
 
 async def test_captions_reach_the_configured_text_channel_through_discord(bot):

@@ -170,3 +170,45 @@ def test_pull_command_reports_local_models(tmp_path: Path, no_network: list[obje
     assert len(lines) == 3
     assert lines[0].startswith(f"asr: {asr} (local path") and "2.0 KB" in lines[0]
     assert no_network == []
+
+
+@needs_hub
+def test_model_status_looks_only_at_this_machine(empty_cache: Path, tmp_path: Path) -> None:
+    from pipeline.models import check_models, model_status
+
+    fake_cached_repo(empty_cache, "facebook/nllb-200-distilled-600M", {"config.json": "{}"})
+    models = {"asr": str(tmp_path / "gone.nemo"), "mt": "facebook/nllb-200-distilled-600M", "tts": "coqui/XTTS-v2"}
+    asr, mt, tts = model_status(models, pull_hint="polyvox models pull --profile cpu")
+    assert not asr.present and "no such file or folder" in (asr.problem or "")
+    assert mt.present and mt.path is not None and mt.path.name == "0123456789abcdef0123456789abcdef01234567"
+    assert not tts.present and not tts.fetchable and "polyvox models pull --profile cpu" in (tts.problem or "")
+    # check_models: the first model that cannot be had, in one line, before anything loads.
+    with pytest.raises(ModelMissingError, match="gone.nemo"):
+        check_models(models)
+    with pytest.raises(ModelMissingError, match="coqui/XTTS-v2.*HF_HUB_OFFLINE"):
+        check_models({"mt": models["mt"], "tts": models["tts"]})
+
+
+@needs_hub
+def test_with_the_hub_on_an_uncached_model_is_fetched_later_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[object]
+) -> None:
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    from pipeline.models import check_models
+
+    (later,) = check_models({"tts": "coqui/XTTS-v2"})
+    assert later.fetchable and later.model == "coqui/XTTS-v2"
+    assert no_network == []  # looking is not downloading
+
+
+@needs_hub
+def test_pull_shows_a_bar_over_the_models(tmp_path: Path, no_network: list[object], capsys) -> None:
+    first, second = tmp_path / "a.nemo", tmp_path / "b"
+    first.write_bytes(b"0")
+    second.mkdir()
+    pulled = pull({"asr": str(first), "mt": str(second)}, progress=True)
+    assert [p.kind for p in pulled] == ["asr", "mt"]
+    err = capsys.readouterr().err
+    assert "models 2/2" in err and f"mt: {second}" in err

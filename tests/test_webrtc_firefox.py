@@ -3,7 +3,11 @@
 Firefox joins as a Spanish listener through the page's form; an aiortc client then
 speaks a librivox sentence in English. The page must connect, open its captions
 channel, show the caption with Apertium's Spanish translation, and receive the
-interpretation audio on its remote audio element.
+interpretation audio on its remote audio element. In the same session: mute (the room
+stops hearing Firefox's microphone), the balance slider, caption export (SRT, WebVTT,
+text; a real download), a server restart the page survives by rejoining on its own,
+the phone layout, and a listen-only join. Screenshots land in the test's temporary
+folder (and in ``$POLYVOX_SCREENSHOTS``).
 
 Firefox is driven with a small Marionette client (JSON over TCP on loopback), so the
 test needs no Python package beyond the suite's own; it skips only when firefox-esr
@@ -16,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +32,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bot.app import interpretation_params
+from pipeline.session import SessionFactory
+from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
@@ -132,6 +140,15 @@ PREFS: dict[str, Any] = {
     "privacy.sanitize.sanitizeOnShutdown": False,
     "dom.disable_open_during_load": False,
     "devtools.selfxss.count": 100,
+    # Downloads go straight to a folder (set per profile), no dialog.
+    "browser.download.folderList": 2,
+    "browser.download.useDownloadDir": True,
+    "browser.download.always_ask_before_handling_new_types": False,
+    "browser.download.start_downloads_in_tmp_dir": False,
+    "browser.download.manager.showWhenStarting": False,
+    "browser.download.alwaysOpenPanel": False,
+    "browser.download.panel.shown": True,
+    "browser.helperApps.neverAsk.saveToDisk": "application/x-subrip,text/vtt,text/plain",
 }
 
 
@@ -200,8 +217,11 @@ class Marionette:
         self.send("WebDriver:ElementClear", {"id": element})
         self.send("WebDriver:ElementSendKeys", {"id": element, "text": text})
 
-    def screenshot(self, path: Path) -> None:
-        data = self.send("WebDriver:TakeScreenshot", {"full": True})["value"]
+    def keys(self, css: str, text: str) -> None:
+        self.send("WebDriver:ElementSendKeys", {"id": self.find(css), "text": text})
+
+    def screenshot(self, path: Path, full: bool = True) -> None:
+        data = self.send("WebDriver:TakeScreenshot", {"full": full})["value"]
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
@@ -214,8 +234,11 @@ class Firefox:
     def __init__(self, profile: Path) -> None:
         self.profile = profile
         profile.mkdir(parents=True, exist_ok=True)
+        self.downloads = profile / "downloads"
+        self.downloads.mkdir(exist_ok=True)
+        prefs = {**PREFS, "browser.download.dir": str(self.downloads)}
         (profile / "user.js").write_text(
-            "".join(f"user_pref({_js(k)}, {_js(v)});\n" for k, v in PREFS.items())
+            "".join(f"user_pref({_js(k)}, {_js(v)});\n" for k, v in prefs.items())
         )
         env = dict(os.environ, MOZ_HEADLESS="1", MOZ_CRASHREPORTER_DISABLE="1", HOME=str(profile))
         env.pop("DISPLAY", None)
@@ -289,15 +312,24 @@ const resolve = arguments[arguments.length - 1];
 const s = window.polyvox;
 const audio = document.getElementById("remote-audio");
 const out = {
-  status: s.status, statusText: document.getElementById("status").textContent,
+  status: s.status, statusText: document.getElementById("status").textContent, phase: s.phase,
   connection: s.pc ? s.pc.connectionState : null, ice: s.pc ? s.pc.iceConnectionState : null,
   channel: s.channel ? s.channel.readyState : null, participantId: s.participantId,
+  listenOnly: s.listenOnly, reconnects: s.reconnects,
+  recvonly: s.pc ? /a=recvonly/.test(s.pc.localDescription ? s.pc.localDescription.sdp : "") : null,
   audioContext: s.audioContext ? s.audioContext.state : null,
   micLevel: Number(document.getElementById("mic-level").value),
+  muted: document.getElementById("mute").getAttribute("aria-pressed"),
+  tracksEnabled: s.stream ? s.stream.getAudioTracks().map((t) => t.enabled) : [],
+  balance: document.getElementById("balance").value,
   participants: s.participants, captions: s.captions,
   captionTexts: Array.from(document.querySelectorAll("#captions li"), (li) => li.innerText),
   audio: { hasStream: !!audio.srcObject, paused: audio.paused, currentTime: audio.currentTime,
            tracks: audio.srcObject ? audio.srcObject.getAudioTracks().map((t) => t.readyState) : [] },
+  layout: { formShown: !document.getElementById("join-form").hidden,
+            callHeight: document.getElementById("call").getBoundingClientRect().height,
+            captionsTop: document.getElementById("captions-section").getBoundingClientRect().top,
+            overflowX: document.documentElement.scrollWidth - innerWidth, viewport: [innerWidth, innerHeight] },
   inbound: null,
 };
 if (!s.pc) { resolve(out); return; }
@@ -328,12 +360,52 @@ async def poll(ff: Firefox, done, within: float, what: str) -> dict:
     raise AssertionError(f"{what} within {within} s; page state {json.dumps(state)[:3000]}")
 
 
-async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(
-    server, offline, librivox, firefox, tmp_path
-):
-    _, engines = offline
-    ff = firefox
+async def wait_until(predicate, within: float, what: str):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} within {within} s")
+
+
+def in_call(state: dict) -> bool:
+    return state["phase"] == "in-call" and state["connection"] == "connected" and state["channel"] == "open"
+
+
+def speaking_of(client: RoomClient, pid: str, since: float = 0.0) -> list[bool]:
+    """The speaking indicator of ``pid`` as ``client``'s page would show it, after ``since``."""
+    return [
+        m["speaking"] for m in client.messages
+        if m.get("type") == "activity" and m["participant_id"] == pid and "speaking" in m and m["received_at"] > since
+    ]
+
+
+async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(offline, librivox, firefox, tmp_path):
+    settings, engines = offline
+    factory = SessionFactory(engines, interpretation_params(settings))
+    webrtc = WebRTCSettings(ice_addresses=["127.0.0.1"])
+    servers = [RoomServer(factory, webrtc, port=0)]
+    await servers[0].start()
+    try:
+        await _call_in_firefox(firefox, servers, factory, webrtc, engines, librivox, tmp_path)
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def _call_in_firefox(ff: Firefox, servers: list[RoomServer], factory, webrtc, engines, librivox, tmp_path) -> None:
+    """One Firefox session through a whole call (``servers`` gets the restarted server)."""
+    server = servers[0]
     mn = ff.marionette
+    shots: list[Path] = []
+
+    async def shot(name: str, full: bool = True) -> None:
+        path = tmp_path / f"{name}.png"
+        await asyncio.to_thread(mn.screenshot, path, full)
+        shots.append(path)
+
     await asyncio.to_thread(mn.send, "WebDriver:Navigate", {"url": f"{server.url}/"})
     deadline = time.monotonic() + 10
     while not await asyncio.to_thread(
@@ -364,13 +436,14 @@ async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(
 
     joined = await poll(
         ff,
-        lambda s: s["status"] in ("ok", "error") and s["channel"] in ("open", "closed"),
+        lambda s: (s["status"] in ("ok", "error") and s["channel"] in ("open", "closed")) or s["phase"] == "idle",
         20,
         "no connection",
     )
     assert joined["status"] == "ok", joined
     assert joined["connection"] == "connected" and joined["channel"] == "open", joined
     assert joined["statusText"] == "In room firefox"
+    assert not joined["layout"]["formShown"] and not joined["listenOnly"]
     # Firefox's fake microphone (a tone) moves the page's mic meter.
     metered = await poll(ff, lambda s: s["micLevel"] > 0.05, 5, "the mic meter did not move")
     assert metered["audioContext"] == "running"
@@ -380,6 +453,29 @@ async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(
     await poll(ff, lambda s: len(s["participants"]) == 2, 10, "the speaker is not listed")
     before = (await page_state(ff))["inbound"] or {}
     assert (before.get("audioLevel") or 0.0) < 0.01, before  # nobody has spoken yet
+    firmin = joined["participantId"]
+
+    # Mute: the room hears Firefox's tone (Ann's page would show "speaking"), then
+    # nothing while muted, then the tone again.
+    await wait_until(lambda: True in speaking_of(speaker, firmin), 10, "Firefox's tone as speech")
+    await asyncio.to_thread(mn.click, "#mute")
+    muted_at = time.monotonic()
+    muted = await page_state(ff)
+    assert muted["muted"] == "true" and muted["tracksEnabled"] == [False]
+    await wait_until(lambda: speaking_of(speaker, firmin)[-1] is False, 5, "silence from the muted page")
+    await asyncio.sleep(2.5)
+    assert True not in speaking_of(speaker, firmin, since=muted_at + 1.2)
+    await asyncio.to_thread(mn.click, "#mute")
+    unmuted_at = time.monotonic()
+    assert (await page_state(ff))["tracksEnabled"] == [True]
+    await wait_until(lambda: True in speaking_of(speaker, firmin, since=unmuted_at), 10, "the tone again")
+    await asyncio.to_thread(mn.click, "#mute")  # quiet from here on: Ann's words are what counts
+
+    # The balance slider, with the keyboard: Home = interpretation only, for this listener.
+    await asyncio.to_thread(mn.keys, "#balance", "\ue011")  # Home
+    room = server.rooms["firefox"]
+    await wait_until(lambda: room.transport.peers[firmin].mixer.balance == 0.0, 5, "the balance at the server")
+    assert room.transport.peers[speaker.participant_id].mixer.balance == 0.5
 
     clip = librivox[CLIP]
     speaker.mic.say(np.concatenate([np.zeros(8000, np.int16), clip.pcm, np.zeros(16000, np.int16)]))
@@ -390,7 +486,7 @@ async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(
         ]
 
     shown = await poll(
-        ff, lambda s: bool(anns(s)), 40, "no translated caption from Ann on the page"
+        ff, lambda s: bool(anns(s)), 60, "no translated caption from Ann on the page"
     )
     caption = anns(shown)[0]
     assert caption["participant_id"] == speaker.participant_id
@@ -427,15 +523,75 @@ async def test_firefox_on_the_page_hears_an_english_speaker_in_spanish(
     assert state["audio"]["tracks"] == ["live"]
     assert inbound.get("bytesReceived", 0) > before.get("bytesReceived", 0), (before, inbound)
     assert max(levels) > 0.05, (levels, inbound)
+    await shot("firefox")
 
-    shot = tmp_path / "firefox.png"
-    await asyncio.to_thread(mn.screenshot, shot)
-    assert shot.stat().st_size > 10_000
-    keep = os.environ.get("POLYVOX_FIREFOX_SCREENSHOT")
-    if keep:
-        shutil.copy(shot, keep)
+    # Export: the page's SRT / WebVTT / text, and a real download of the SRT file.
+    exported = await asyncio.to_thread(
+        mn.script, "return ['srt', 'vtt', 'txt'].map((f) => window.polyvox.exportCaptions(f));"
+    )
+    srt, vtt, txt = exported
+    assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\nAnn: ", srt), srt
+    assert f"Ann: {transcript}\n(Spanish) {expected}" in srt
+    assert vtt.startswith("WEBVTT\n\n") and f"<v Ann><lang es>{expected}</lang>" in vtt
+    assert f"  Spanish: {expected}" in txt
+    await asyncio.to_thread(mn.click, "[data-export=srt]")
+    saved = await wait_until(
+        lambda: [p for p in ff.downloads.glob("polyvox-firefox-*.srt") if p.stat().st_size > 0], 10, "the download"
+    )
+    assert saved[0].read_text(encoding="utf-8") == srt
+    await asyncio.to_thread(mn.click, "#copy-captions")
+    assert await asyncio.to_thread(mn.script, "return window.polyvox.copied") == txt
 
+    # The server restarts: the page notices, says so, and rejoins with its settings.
+    port = server.port
+    await speaker.close()
+    await server.stop()
+    lost = await poll(ff, lambda s: s["phase"] == "reconnecting", 10, "the lost connection")
+    assert lost["statusText"].startswith("Connection lost")
+    await shot("firefox-reconnecting")
+    await asyncio.sleep(1.0)
+    server = RoomServer(factory, webrtc, port=port)
+    servers.append(server)
+    await server.start()
+    back = await poll(ff, lambda s: in_call(s) and s["reconnects"] == 1, 30, "no rejoin")
+    assert back["statusText"] == "Microphone muted"  # still muted, as it was
+    assert back["balance"] == "0" and back["tracksEnabled"] == [False]
+    room = server.rooms["firefox"]
+    (rejoined,) = room.participant_ids
+    assert room.room.participants[rejoined].name == "Firmin"
+    assert room.transport.peers[rejoined].mixer.balance == 0.0
+
+    # A phone-sized window (Firefox keeps windows at least 500 px wide; the page's phone
+    # layout starts at 640): no join form, a compact control panel, captions on screen.
+    await asyncio.to_thread(mn.send, "WebDriver:SetWindowRect", {"width": 390, "height": 844})
+    phone = await poll(ff, lambda s: s["layout"]["viewport"][0] < 640, 5, "a narrow window")
+    layout = phone["layout"]
+    assert not layout["formShown"] and layout["overflowX"] <= 0
+    assert layout["callHeight"] < 0.3 * layout["viewport"][1] and layout["captionsTop"] < 0.8 * layout["viewport"][1]
+    await shot("firefox-phone", full=False)
+
+    # Leave (at once), then join again listen-only: a receive-only offer, no mute button.
     await asyncio.to_thread(mn.click, "#leave")
-    left = await poll(ff, lambda s: s["participantId"] is None, 5, "did not leave")
-    assert left["statusText"] == "Left the room"
-    await speaker.leave()
+    left = await page_state(ff)
+    assert left["phase"] == "idle" and left["statusText"] == "Left the room" and left["layout"]["formShown"]
+    await asyncio.to_thread(mn.click, "#use-mic")
+    await asyncio.to_thread(mn.click, "#join")
+    listening = await poll(ff, in_call, 20, "no listen-only join")
+    assert listening["listenOnly"] and listening["recvonly"] and listening["statusText"] == "In room firefox"
+    await shot("firefox-phone-listen-only", full=False)
+    await asyncio.to_thread(mn.click, "#leave")
+    await poll(ff, lambda s: s["participantId"] is None, 5, "did not leave")
+
+    keep_screenshots(shots)
+
+
+def keep_screenshots(shots: list[Path]) -> None:
+    """List them, check they hold something, copy them to ``$POLYVOX_SCREENSHOTS``."""
+    print("screenshots:", *shots, sep="\n  ")
+    for path in shots:
+        assert path.stat().st_size > 10_000
+    keep = os.environ.get("POLYVOX_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for path in shots:
+            shutil.copy(path, Path(keep) / path.name)

@@ -80,6 +80,9 @@ class SpeechTrack(MediaStreamTrack):
 class RoomClient:
     """One participant: joins with an offer, speaks from a :class:`SpeechTrack`, listens.
 
+    With ``listen_only`` the offer has a receive-only audio track and no microphone (as
+    the page offers when there is none).
+
     Attributes:
         heard: 48 kHz mono int16 chunks received, with their arrival time (monotonic).
         captions: Caption messages received (``type == "caption"``), with ``received_at``.
@@ -92,6 +95,7 @@ class RoomClient:
     speaks: str = "en"
     hears: str | None = None
     token: str | None = None
+    listen_only: bool = False
     participant_id: str = ""
     key: str = ""
     mic: SpeechTrack = field(default_factory=SpeechTrack)
@@ -99,14 +103,18 @@ class RoomClient:
     captions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     pc: RTCPeerConnection | None = None
+    channel: Any = None
     _reader: asyncio.Task[None] | None = None
     _channel_open: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def join(self, within: float = 20.0) -> None:
         """Join the room; returns once connected with the captions channel open."""
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTrack(self.mic)
-        channel = pc.createDataChannel("captions")
+        if self.listen_only:
+            pc.addTransceiver("audio", direction="recvonly")
+        else:
+            pc.addTrack(self.mic)
+        channel = self.channel = pc.createDataChannel("captions")
 
         @channel.on("open")
         def _open() -> None:
@@ -143,6 +151,12 @@ class RoomClient:
         self.key = answer["key"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         await asyncio.wait_for(self._channel_open.wait(), within)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a JSON message on the captions channel (``{"type": "ping"}``, ...)."""
+        if self.channel is None or self.channel.readyState != "open":
+            raise RuntimeError("not connected")
+        self.channel.send(json.dumps(message))
 
     async def _read(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=_RATE)

@@ -8,6 +8,9 @@ Every listener has a :class:`ListenerMixer` fed from two kinds of sources:
 * **interpretation** of other participants' utterances into the listener's language,
   played one utterance after another in order of arrival (never cut, never capped).
 
+Each listener may move the balance between the two (:meth:`ListenerMixer.set_balance`:
+the page's "original ↔ interpretation" slider).
+
 :class:`ListenerAudioTrack` pulls 20 ms of 48 kHz mono from the mixer per frame, paced by
 the wall clock, and sends silence while nothing plays.
 """
@@ -45,6 +48,13 @@ class _Segment:
     done: bool = False
     started: bool = False
     on_start: Callable[[], None] | None = None
+    on_end: Callable[[], None] | None = None
+
+    def end(self) -> None:
+        """It will not play (any more): tell whoever heard it start."""
+        callback, self.on_end = self.on_end, None
+        if self.started and callback is not None:
+            callback()
 
 
 class ListenerMixer:
@@ -53,13 +63,50 @@ class ListenerMixer:
     Args:
         duck_gain: Gain of direct speech while an interpretation plays (the original
             "ducked underneath").
+        foreign_gain: Gain of a speaker's original voice when it is interpreted for
+            this listener (the transport passes it to :meth:`add_direct`).
+
+    Attributes:
+        duck_gain: The ducking gain now (moved by :meth:`set_balance`).
+        foreign_gain: The gain of interpreted speakers' own voices now.
+        interpretation_gain: The gain of interpretations now (1 unless the listener
+            asked for more of the original).
+        balance: The listener's balance, 0 (interpretation only) to 1 (original only);
+            0.5 is the room's levels.
     """
 
-    def __init__(self, *, duck_gain: float = 0.25) -> None:
+    def __init__(self, *, duck_gain: float = 0.25, foreign_gain: float = 0.3) -> None:
+        self._room_gains = (duck_gain, foreign_gain)
         self.duck_gain = duck_gain
+        self.foreign_gain = foreign_gain
+        self.interpretation_gain = 1.0
+        self.balance = 0.5
         self._direct: dict[str, tuple[deque[np.ndarray], float]] = {}
         self._segments: deque[_Segment] = deque()
         self._open: dict[Any, _Segment] = {}
+
+    def set_balance(self, original: float) -> None:
+        """Move this listener's balance between original voices and interpretation.
+
+        ``0`` interpretation only (interpreted speakers' own voices silent, other
+        speech muted while an interpretation plays), ``0.5`` the room's levels, ``1``
+        original only (no interpretation, no ducking); linear in between.
+
+        Raises:
+            ValueError: ``original`` is not a number from 0 to 1.
+        """
+        if not isinstance(original, int | float) or isinstance(original, bool) or not 0.0 <= original <= 1.0:
+            raise ValueError(f"balance must be from 0 to 1, got {original!r}")
+        duck, foreign = self._room_gains
+        if original <= 0.5:
+            share = original / 0.5
+            self.duck_gain, self.foreign_gain, self.interpretation_gain = duck * share, foreign * share, 1.0
+        else:
+            share = (original - 0.5) / 0.5
+            self.duck_gain = duck + (1.0 - duck) * share
+            self.foreign_gain = foreign + (1.0 - foreign) * share
+            self.interpretation_gain = 1.0 - share
+        self.balance = float(original)
 
     # -- feeding ------------------------------------------------------------------
 
@@ -75,12 +122,21 @@ class ListenerMixer:
         self._direct[source] = (queue, gain)
 
     def add_interpretation(
-        self, key: Any, pcm: np.ndarray, *, on_start: Callable[[], None] | None = None
+        self,
+        key: Any,
+        pcm: np.ndarray,
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
-        """A chunk (48 kHz mono int16) of the interpretation ``key`` (utterance, language)."""
+        """A chunk (48 kHz mono int16) of the interpretation ``key`` (utterance, language).
+
+        ``on_start`` is called when it starts playing, ``on_end`` when it has played out
+        (or was cut, or the mixer closed) after starting.
+        """
         segment = self._open.get(key)
         if segment is None:
-            segment = self._open[key] = _Segment(key, on_start=on_start)
+            segment = self._open[key] = _Segment(key, on_start=on_start, on_end=on_end)
             self._segments.append(segment)
         if len(pcm):
             segment.chunks.append(pcm)
@@ -104,7 +160,16 @@ class ListenerMixer:
             started = started or queued.started
             queued.chunks.clear()
             queued.done = True
+            queued.end()
         return started
+
+    def close(self) -> None:
+        """The listener left: nothing more plays (interpretations that started end)."""
+        for segment in self._segments:
+            segment.end()
+        self._segments.clear()
+        self._open.clear()
+        self._direct.clear()
 
     def remove_source(self, source: str) -> None:
         """Forget a participant's direct audio (they left)."""
@@ -129,7 +194,7 @@ class ListenerMixer:
         interpretation = self._take_interpretation(samples)
         ducking = interpretation is not None
         if interpretation is not None:
-            mix[: len(interpretation)] += interpretation
+            mix[: len(interpretation)] += interpretation * self.interpretation_gain
         for source in list(self._direct):
             queue, gain = self._direct[source]
             taken = _take(queue, samples)
@@ -147,6 +212,7 @@ class ListenerMixer:
             if not segment.chunks:
                 if segment.done:
                     self._segments.popleft()
+                    segment.end()
                     continue
                 break  # still being synthesized: wait, do not skip ahead
             if not segment.started:

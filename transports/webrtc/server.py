@@ -18,8 +18,12 @@ it: captions ``{"type": "caption", "utterance_id", "participant_id", "name",
 "language", "text", "translations": {...}, "final": bool}`` (``"final": false`` ones
 with the transcript alone first, so captions appear before the translation), the
 participant list ``{"type": "participants", ...}`` and, on joining, the voice notice
-``{"type": "notice", "kind": "voice", "text"}``. The page sends
-``{"type": "voice", "clone": false}`` to refuse voice cloning (``true`` to allow it).
+``{"type": "notice", "kind": "voice", "text"}``, and who is speaking or being
+interpreted ``{"type": "activity", "participant_id", "speaking"|"interpreting": bool}``.
+The page sends ``{"type": "voice", "clone": false}`` to refuse voice cloning (``true`` to
+allow it), ``{"type": "mix", "original": 0..1}`` to move its balance between original
+voices and interpretation, and ``{"type": "ping"}`` every second (answered
+``{"type": "pong"}``: a page that hears no pong knows the connection is gone).
 """
 
 from __future__ import annotations
@@ -153,6 +157,8 @@ class RoomServer:
         self._create_lock = asyncio.Lock()
         self._joins: dict[str, deque[float]] = {}
         self._runner: web.AppRunner | None = None
+        #: Set while stopping: no new participants (a page retrying gets 503 and waits).
+        self._closing = False
         self.app = self._build_app()
         self._ice_loopback = loopback
 
@@ -164,6 +170,7 @@ class RoomServer:
 
     async def start(self) -> None:
         """Listen (returns once bound)."""
+        self._closing = False
         set_host_addresses(self.settings.ice_addresses, include_loopback=self._ice_loopback)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
@@ -179,6 +186,7 @@ class RoomServer:
 
     async def stop(self) -> None:
         """Close every room and stop listening."""
+        self._closing = True
         for name in list(self.rooms):
             session = self.rooms.pop(name)
             await self._close_session(session)
@@ -302,6 +310,8 @@ class RoomServer:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        if self._closing:
+            return web.json_response({"status": "stopping"}, status=503)
         return web.json_response(
             {"status": "ok", "rooms": len(self.rooms), "participants": sum(len(s.participant_ids) for s in self.rooms.values())}
         )
@@ -450,6 +460,8 @@ class RoomServer:
         Raises:
             ClientInputError: 409 when the room is full, 429/503 when it cannot be opened.
         """
+        if self._closing:
+            raise web.HTTPServiceUnavailable(reason="the server is shutting down; try again in a moment")
         existing = self.rooms.get(name)
         if existing is not None and len(existing.participant_ids) >= self.settings.max_participants:
             self.metrics.inc("polyvox_join_rejections_total")
@@ -501,6 +513,8 @@ class RoomServer:
             def _opened() -> None:
                 transport.send_json({"type": "participants", **session.describe()}, to=[pid])
                 transport.send_json({"type": "notice", "kind": "voice", "text": self._voice_notice()}, to=[pid])
+                for event in transport.activity.snapshot():
+                    transport.send_json(event, to=[pid])
 
             @channel.on("message")
             def _message(text: Any) -> None:
@@ -578,6 +592,18 @@ class RoomServer:
         except ValueError:
             message = None
         if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "ping":
+            # The page's heartbeat: it counts the connection lost after ~3 s without a pong.
+            t = message.get("t")
+            finite = isinstance(t, int | float) and not isinstance(t, bool) and abs(t) < 1e18
+            room.transport.send_json({"type": "pong", "t": t if finite else None}, to=[pid])
+            return
+        if kind == "mix":
+            original = message.get("original")
+            if isinstance(original, int | float) and not isinstance(original, bool) and 0 <= original <= 1:
+                room.transport.set_balance(pid, float(original))
             return
         if message.get("type") == "voice" and isinstance(message.get("clone"), bool) and pid in room.transport.peers:
             allowed = message["clone"]

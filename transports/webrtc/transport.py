@@ -8,7 +8,8 @@ serves a room exactly as it serves a Discord channel:
 * the **output** gives every listener their own outgoing track: other participants
   directly when they speak the listener's language, otherwise the interpretation into
   the listener's language with the original ducked underneath; and sends captions
-  (transcript + translations) over each participant's ``captions`` data channel.
+  (transcript + translations) over each participant's ``captions`` data channel, and
+  who is speaking and being interpreted (``transports.webrtc.activity``).
 
 Direct speech goes from the input straight to the listeners' mixers, outside the
 pipeline, so it is live rather than delayed by segmentation.
@@ -47,6 +48,7 @@ from pipeline.frames import (
     UtteranceTranslationFrame,
 )
 from pipeline.room import Room
+from transports.webrtc.activity import ParticipantActivity
 from transports.webrtc.metrics import ServerMetrics
 from transports.webrtc.mixer import MIX_RATE, ListenerAudioTrack, ListenerMixer
 
@@ -169,6 +171,8 @@ class WebRTCRoomTransport(BaseTransport):
         self.params = params or WebRTCRoomParams()
         self.metrics = metrics
         self.peers: dict[str, RoomEndpoint] = {}
+        #: Speaking / interpreting indicators, sent to every page as they change.
+        self.activity = ParticipantActivity(self.send_json)
         self._input = WebRTCRoomInputTransport(self, name=f"{self.name}#input")
         self._output = WebRTCRoomOutputTransport(self, name=f"{self.name}#output")
 
@@ -182,7 +186,7 @@ class WebRTCRoomTransport(BaseTransport):
 
     def new_mixer(self) -> ListenerMixer:
         """A listener mix with this room's levels."""
-        return ListenerMixer(duck_gain=self.params.duck_gain)
+        return ListenerMixer(duck_gain=self.params.duck_gain, foreign_gain=self.params.foreign_gain)
 
     def add_endpoint(self, endpoint: RoomEndpoint) -> None:
         """Register a participant connected some other way than WebRTC."""
@@ -218,7 +222,24 @@ class WebRTCRoomTransport(BaseTransport):
             return False
         for other in self.peers.values():
             other.mixer.remove_source(participant_id)
+        peer.mixer.close()
+        self.activity.forget(participant_id)
         await peer.close()
+        return True
+
+    def set_balance(self, participant_id: str, original: float) -> bool:
+        """Move one listener's balance between original voices (1) and interpretation (0).
+
+        Returns:
+            Whether the participant is here.
+
+        Raises:
+            ValueError: ``original`` is not from 0 to 1.
+        """
+        peer = self.peers.get(participant_id)
+        if peer is None:
+            return False
+        peer.mixer.set_balance(original)
         return True
 
     async def close(self) -> None:
@@ -243,7 +264,7 @@ class WebRTCRoomTransport(BaseTransport):
         for pid, peer in self.peers.items():
             if pid == speaker_id:
                 continue
-            gain = 1.0 if self.hears(pid) == speaker.language else self.params.foreign_gain
+            gain = 1.0 if self.hears(pid) == speaker.language else peer.mixer.foreign_gain
             peer.mixer.add_direct(speaker_id, pcm, gain)
 
     def listeners_of(self, speaker_id: str, language: str) -> list[RoomEndpoint]:
@@ -298,6 +319,7 @@ class WebRTCRoomInputTransport(BaseInputTransport):
         if participant is not None and participant.listener:
             return  # a listener's microphone (if any) is not interpreted
         if pcm and participant_id in self._transport.peers:
+            self._transport.activity.audio(participant_id, pcm)
             await self.push_audio_frame(
                 UserAudioRawFrame(audio=pcm, sample_rate=PIPELINE_RATE, num_channels=1, user_id=participant_id)
             )
@@ -388,8 +410,17 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
                     "first_audio_out", utterance.marks["first_audio_out"] - utterance.marks["speech_end"]
                 )
 
+        activity = self._transport.activity
         for peer in self._transport.listeners_of(utterance.user_id, language):
-            peer.mixer.add_interpretation(key, pcm, on_start=started)
+
+            def heard(listener: str = peer.id) -> None:
+                started()
+                activity.interpretation_started(listener, key, utterance.user_id)
+
+            def ended(listener: str = peer.id) -> None:
+                activity.interpretation_ended(listener, key)
+
+            peer.mixer.add_interpretation(key, pcm, on_start=heard, on_end=ended)
 
     def _record(self, frame: InterpretationResultFrame) -> None:
         metrics = self._transport.metrics
