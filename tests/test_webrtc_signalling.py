@@ -56,7 +56,7 @@ async def test_health_languages_and_metrics(server, http):
     # fake engines: ASR en/es; MT targets es/en/fr, all spoken by the beep TTS
     assert info == {
         "speaks": ["en", "es"], "hears": ["en", "es", "fr"], "token_required": False,
-        "names": {"en": "English", "es": "Spanish", "fr": "French"},
+        "names": {"en": "English", "es": "Spanish", "fr": "French"}, "detect": False,
     }
     async with http.get(f"{server.url}/metrics") as resp:
         text = await resp.text()
