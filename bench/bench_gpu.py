@@ -653,6 +653,7 @@ def part_processors(ctx: Context) -> None:
         from pipeline.engines.denoise.passthrough import PassthroughDenoiseEngine
         from pipeline.engines.vad.silero import SileroVADEngine
         from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks
+        from pipeline.session import InterpretationParams
     except ImportError as exc:
         ctx.record("processors", "skipped", reason=f"pipecat processors not importable here ({exc})")
         return
@@ -698,8 +699,10 @@ def part_processors(ctx: Context) -> None:
     silence = np.zeros(16000, dtype=np.int16)
     track = SpeakerTrack("speaker1", np.concatenate([silence, speech, silence, silence]), "en")
     try:
+        # Whole utterances (the fixed-text ASR does not stream), no voice capture.
+        params = InterpretationParams(voice_capture=False, streaming=None)
         result = asyncio.run(run_cascade_on_tracks(
-            cascade, [track], ["es"], realtime=True, progress=False, voice_capture=False,
+            cascade, [track], ["es"], params=params, realtime=True, progress=False,
         ))
     finally:
         for engine in engines.values():

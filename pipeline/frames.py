@@ -22,6 +22,7 @@ from pipecat.frames.frames import (
 )
 
 __all__ = [
+    "ARRIVED_AT",
     "STAGE_MARKS",
     "CaptionFrame",
     "InterpretationAudioFrame",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 _ids = itertools.count(1)
+
+#: ``frame.metadata`` key a transport may set on ``UserAudioRawFrame``: when its audio
+#: arrived (``time.monotonic()``), when the frame reaches the pipeline later than that
+#: (it was received on another thread).
+ARRIVED_AT = "arrived_at"
 
 #: The wall-clock marks an utterance collects, in pipeline order. ``released`` is when a
 #: speculative interpretation was confirmed (its audio could be heard from then on).

@@ -305,8 +305,9 @@ async def test_speech_end_is_when_the_last_sample_arrived_not_when_a_lane_got_to
         await asyncio.to_thread(speak)
         await wait_for(lambda: captions, 10)
     marks = captions[0].utterance.marks
-    # The end of her speech is when its last voiced audio arrived (within a VAD window),
-    # not when the hang-over passed nor when the slow recogniser got to it.
+    # The end of her speech is when its last voiced audio arrived (stamped on the
+    # receiver's thread; within a VAD window), not when the hang-over passed nor when
+    # the slow recogniser got to it.
     assert abs(marks["speech_end"] - spoken[-1]) < 0.1
     assert marks["asr_done"] - marks["speech_end"] > 1.0
 

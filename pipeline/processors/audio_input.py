@@ -12,6 +12,7 @@ from pipecat.frames.frames import Frame, UserAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.errors import ErrorCategory
 
+from pipeline.frames import ARRIVED_AT
 from pipeline.room import Room
 
 __all__ = ["AudioInputProcessor"]
@@ -72,7 +73,8 @@ class AudioInputProcessor(FrameProcessor):
         if not frame.audio:
             return None
         self._room.participant(user)
-        arrived = time.monotonic()
+        # A transport that receives on another thread stamps the true arrival time.
+        arrived = float(frame.metadata.get(ARRIVED_AT, 0.0)) or time.monotonic()
         if frame.sample_rate == self._rate and channels == 1:
             self._room.clock(user).add(len(frame.audio) // 2, arrived)
             return frame

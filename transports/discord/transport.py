@@ -32,6 +32,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from pipeline.frames import (
+    ARRIVED_AT,
     CaptionFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
@@ -131,6 +132,8 @@ class DiscordInputTransport(BaseInputTransport):
             return
         rate = self._params.audio_in_sample_rate or 16000
         frame = UserAudioRawFrame(audio=bytes(pcm), sample_rate=rate, num_channels=1, user_id=str(user_id))
+        # Stamped here, on the receiver's thread: the loop may get to it later.
+        frame.metadata[ARRIVED_AT] = time.monotonic()
         self.frames_received += 1
         # The receiver calls us on its socket thread; the queue belongs to the loop.
         # Coroutines scheduled this way start in submission order, so one member's

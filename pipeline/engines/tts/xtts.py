@@ -48,7 +48,7 @@ from pipeline.errors import (
     EngineUnavailableError,
     UnsupportedLanguageError,
 )
-from pipeline.languages import normalize
+from pipeline.languages import lookup, normalize
 from pipeline.models import resolve_model
 from pipeline.text import split_sentences
 from voices.profile import VoiceLatents, VoiceProfile
@@ -70,8 +70,9 @@ _NEUTRAL_TEXT = (
     "Tomorrow looks much the same."
 )
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-#: Scripts that say more per character than alphabets: the audio-token cap is scaled up.
-_DENSE_LANGUAGES = {"zh": 3.0, "ja": 2.0, "ko": 2.0}
+#: Scripts that say more per character than alphabets: the audio-token cap is scaled up
+#: (Han characters are a syllable with meaning; kana and Hangul a syllable each).
+_DENSE_SCRIPTS = {"Hans": 3.0, "Hant": 3.0, "Jpan": 2.0, "Kore": 2.0, "Hang": 2.0}
 
 
 class VoiceCacheInfo(NamedTuple):
@@ -573,7 +574,12 @@ class XTTSEngine(TTSEngine):
 
     def audio_token_cap(self, sentence: str, language: str) -> int:
         """The most audio tokens a sentence may have (see ``audio_tokens_per_char``)."""
-        density = _DENSE_LANGUAGES.get(_language_code(language), 1.0)
+        code = _language_code(language)
+        try:
+            script = lookup(code).script
+        except UnsupportedLanguageError:
+            script = ""
+        density = _DENSE_SCRIPTS.get(script, 1.0)
         cap = math.ceil(self._tokens_per_char * density * len(sentence.strip())) + self._token_margin
         return max(1, cap)
 
