@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.discord_settings import DiscordSettings
+from bot.engines_settings import EnginesSettings
 from pipeline.errors import ConfigError, UnsupportedLanguageError
 from pipeline.languages import normalize
 from transports.webrtc.settings import WebRTCSettings
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENGINE_KINDS",
     "EngineSettings",
+    "EnginesSettings",
     "InterpretationSettings",
     "LanguageSettings",
     "PipelineSettings",
@@ -162,13 +164,16 @@ class Settings(_Strict):
     discord: DiscordSettings = DiscordSettings()
     webrtc: WebRTCSettings = WebRTCSettings()
     voices: VoicesSettings = VoicesSettings()
+    engines: EnginesSettings = EnginesSettings()
 
     def engine(self, kind: str) -> EngineSettings:
         """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
         return getattr(self, kind)
 
 
-_SECTIONS = ("vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices")
+_SECTIONS = (
+    "vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices", "engines",
+)
 _TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 
