@@ -26,7 +26,7 @@ from bot.config import Settings
 from bot.engines_settings import REMOTE_STAGES
 from pipeline.errors import EngineUnavailableError
 
-__all__ = ["deploy_engines", "engines_app", "serve_engines", "stage_specs", "undeploy_engines"]
+__all__ = ["app_builder", "deploy_engines", "engines_app", "serve_engines", "stage_specs", "undeploy_engines"]
 
 #: Environment variables replicas inherit from the deploying process when set there
 #: (offline operation: the replicas must not reach the Hugging Face hub either).
@@ -60,6 +60,26 @@ def engines_app(settings: Settings) -> Any:
     from pipeline.engines.deployments import build_engines_app
 
     return build_engines_app(stage_specs(settings))
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Serve's application builder (``import_path: bot.engines_app:app_builder``) for
+    ``serve deploy`` and KubeRay's RayService, which deploy from a config file.
+
+    Args:
+        args: ``profile`` (``offline``/``cpu``/``gpu``), ``config`` (a file; default
+            the built-in one), ``set`` (a list of ``section.key=value`` overrides).
+
+    Raises:
+        ConfigError: the settings are invalid (one line naming the key).
+    """
+    from bot.config import load_settings
+
+    overrides = args.get("set") or []
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    settings = load_settings(args.get("config"), profile=args.get("profile"), overrides=list(overrides))
+    return engines_app(settings)
 
 
 def deploy_engines(settings: Settings) -> None:

@@ -31,7 +31,12 @@ from pipeline.engines.remote import (
     ReplicaDiedError,
     init_ray,
 )
-from pipeline.errors import ConfigError, EngineError, EngineUnavailableError, UnsupportedLanguageError
+from pipeline.errors import (
+    ConfigError,
+    EngineError,
+    EngineUnavailableError,
+    UnsupportedLanguageError,
+)
 
 
 class FakeResponse:
@@ -248,6 +253,12 @@ def test_engines_settings_are_checked_with_one_line_errors():
     tts_options = specs["tts"].deployment_options("tts")
     assert "num_replicas" not in tts_options
     assert tts_options["autoscaling_config"]["max_replicas"] == 3
+    # What `serve deploy` and KubeRay's RayService build from a config file.
+    from ray.serve import Application
+
+    from bot.engines_app import app_builder
+
+    assert isinstance(app_builder({"profile": "gpu", "set": ["engines.asr.num_gpus=0.25"]}), Application)
     for bad, key in [
         ("engines.backend=spark", "engines.backend"),
         ("engines.address=head", "engines.address"),

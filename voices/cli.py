@@ -155,6 +155,8 @@ def _require_cloning_engine(settings: Any) -> None:
     """Refuse a configured TTS engine that cannot clone voices (imports it, loads nothing)."""
     from pipeline.engines.registry import engine_class
 
+    if settings.engines.backend == "ray":
+        return  # the engines app's TTS decides; checked once connected
     tts = settings.tts
     if not getattr(engine_class("tts", tts.engine), "clones_voices", False):
         raise ConfigError(
@@ -168,6 +170,17 @@ def _load_cloning_engine(settings: Any) -> Any:
     from pipeline.engines.registry import create_engine
 
     _require_cloning_engine(settings)
+    if settings.engines.backend == "ray":
+        # The voice is computed by a TTS replica of the engines app (engines.backend: ray).
+        from bot.app import remote_connection
+        from pipeline.engines.remote import remote_engine
+
+        remote = remote_engine("tts", remote_connection(settings))
+        remote.load()
+        if not remote.clones_voices:
+            remote.close()
+            raise ConfigError(f"the engines app's tts engine '{remote.name}' cannot clone voices")
+        return remote
     tts = settings.tts
     engine = create_engine("tts", tts.engine, model=tts.model, device=tts.device, options=tts.options)
     engine.load()

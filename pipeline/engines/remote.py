@@ -414,8 +414,12 @@ class RemoteTTSEngine(_RemoteEngineMixin, TTSEngine):  # type: ignore[override] 
         if language not in self.languages:
             raise UnsupportedLanguageError(f"tts engine '{self.name}' does not speak '{language}'")
         if not self.connection.streams:
-            return iter(self.connection.call("tts", "synthesize_all", text, language, voice))
+            return self._all_at_once(text, language, voice)
         return self.connection.stream("tts", "synthesize", text, language, voice)
+
+    def _all_at_once(self, text: str, language: str, voice: Any | None) -> Iterator[np.ndarray]:
+        # A generator: the call happens when iterated (in the processor's worker thread).
+        yield from self.connection.call("tts", "synthesize_all", text, language, voice)
 
     def condition(self, pcm: np.ndarray, sample_rate: int) -> Any:
         """The voice latents of ``pcm``, computed by a replica (``VoiceCloner``).
