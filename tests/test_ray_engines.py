@@ -240,6 +240,20 @@ def test_a_cluster_without_the_engines_app_is_one_error_line(ray_cluster):
     assert "polyvox engines serve" in errors[0]
 
 
+def test_voices_enroll_uses_the_engines_apps_tts(engines_app, ray_cluster, librivox, tmp_path):
+    # The offline app speaks with espeak, which clones no voice: said in one line, and
+    # only after asking the app (the local profile's engine is not what counts).
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "voices", "enroll", "ann", str(librivox[0].path), "--profile", "gpu",
+         *_sets(["engines.backend=ray", f"engines.address={ray_cluster}", *APP_SETTINGS,
+                 f"voices.data_dir={tmp_path}"])],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("polyvox: error:")]
+    assert errors == ["polyvox: error: the engines app's tts engine 'espeak' cannot clone voices"]
+
+
 # -- the remote engines -----------------------------------------------------------------
 
 

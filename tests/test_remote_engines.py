@@ -221,6 +221,21 @@ def test_capabilities_are_the_deployed_engines_and_wrong_languages_fail_here():
     assert len(transcribe.calls) == 1
 
 
+def test_voices_are_conditioned_by_a_tts_replica():
+    from voices.profile import VoiceCloner, VoiceLatents
+
+    latents = VoiceLatents(np.ones((1, 32, 16), np.float32), np.ones((1, 8, 1), np.float32))
+    method = FakeMethod([latents])
+    conn = connection(tts=FakeHandle(condition=method))
+    conn._info = {**INFO, "tts": {**INFO["tts"], "name": "xtts", "clones_voices": True}}  # noqa: SLF001
+    tts = RemoteTTSEngine(conn)
+    assert tts.clones_voices and isinstance(tts, VoiceCloner)
+    speech = np.full(16000 * 4, 1000, np.int16)
+    assert tts.condition(speech, 16000) is latents
+    (pcm, rate), = method.calls
+    assert rate == 16000 and np.array_equal(pcm, speech)
+
+
 def test_nothing_listening_at_the_address_is_one_line_at_once():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

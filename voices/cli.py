@@ -155,7 +155,7 @@ def _require_cloning_engine(settings: Any) -> None:
     """Refuse a configured TTS engine that cannot clone voices (imports it, loads nothing)."""
     from pipeline.engines.registry import engine_class
 
-    if settings.engines.backend == "ray":
+    if _remote_tts(settings):
         return  # the engines app's TTS decides; checked once connected
     tts = settings.tts
     if not getattr(engine_class("tts", tts.engine), "clones_voices", False):
@@ -165,17 +165,22 @@ def _require_cloning_engine(settings: Any) -> None:
         )
 
 
+def _remote_tts(settings: Any) -> bool:
+    """Whether TTS runs on the engines app (``engines.backend: ray``)."""
+    return getattr(getattr(settings, "engines", None), "backend", "local") == "ray"
+
+
 def _load_cloning_engine(settings: Any) -> Any:
     """The configured TTS engine, created and loaded (the slow part of enrolling)."""
     from pipeline.engines.registry import create_engine
 
     _require_cloning_engine(settings)
-    if settings.engines.backend == "ray":
+    if _remote_tts(settings):
         # The voice is computed by a TTS replica of the engines app (engines.backend: ray).
         from bot.app import remote_connection
-        from pipeline.engines.remote import remote_engine
+        from pipeline.engines.remote import RemoteTTSEngine
 
-        remote = remote_engine("tts", remote_connection(settings))
+        remote = RemoteTTSEngine(remote_connection(settings))
         remote.load()
         if not remote.clones_voices:
             remote.close()
