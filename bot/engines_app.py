@@ -99,7 +99,7 @@ def deploy_engines(settings: Settings) -> None:
         serve.run(engines_app(settings), name=settings.engines.app_name, route_prefix=None)
     except RuntimeError as exc:
         raise EngineUnavailableError(
-            f"deploying the engines app '{settings.engines.app_name}' failed: {_cause_line(exc)}"
+            f"deploying the engines app '{settings.engines.app_name}' failed: {_failure(settings, exc)}"
         ) from None
 
 
@@ -203,7 +203,23 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
-def _cause_line(exc: BaseException) -> str:
+def _failure(settings: Settings, exc: BaseException) -> str:
+    """What made the deployment fail: the failing stage's replica error, from Serve's
+    status (the exception Serve raises only names the deployment)."""
+    try:
+        from ray import serve
+
+        app = serve.status().applications.get(settings.engines.app_name)
+        for kind, status in (app.deployments if app is not None else {}).items():
+            message = getattr(status, "message", "") or ""
+            if "Error" in message:
+                return f"{kind}: {_cause_line(message)}"
+    except Exception as status_error:  # noqa: BLE001 - fall back to Serve's own words
+        logger.debug(f"no deployment status: {status_error}")
+    return _cause_line(exc)
+
+
+def _cause_line(exc: BaseException | str) -> str:
     """The line of a deployment failure that says what went wrong (the last ``...Error:``)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     errors = [line for line in lines if "Error" in line.split(":", 1)[0]]
