@@ -42,6 +42,7 @@ from transports.webrtc import RoomServer, WebRTCSettings
 from transports.webrtc.client import RoomClient
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("ray.serve", reason="the ray extra (ray[serve]) is not installed")
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_EXAMPLE = ROOT / "deploy" / "nginx-rooms.conf"
@@ -121,11 +122,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A local Ray instance for this module; yields its address (the GCS)."""
-    try:
-        import ray
-        from ray import serve
-    except ImportError:
-        pytest.fail("these tests need Ray Serve: pip install -e '.[ray]'")
+    import ray
+    from ray import serve
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield ray.get_runtime_context().gcs_address

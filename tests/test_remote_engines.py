@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-import ray.exceptions as rex
-from ray.serve import exceptions as serve_exceptions
-from ray.serve._private.common import DeploymentID
 
-from bot.config import load_settings
-from bot.discord_settings import DiscordSettings
-from pipeline.engines.base import RedecodingASRStream, Transcript
-from pipeline.engines.remote import (
+pytest.importorskip("ray.serve", reason="the ray extra (ray[serve]) is not installed")
+
+import ray.exceptions as rex  # noqa: E402
+from ray.serve import exceptions as serve_exceptions  # noqa: E402
+from ray.serve._private.common import DeploymentID  # noqa: E402
+
+from bot.config import load_settings  # noqa: E402
+from bot.discord_settings import DiscordSettings  # noqa: E402
+from pipeline.engines.base import RedecodingASRStream, Transcript  # noqa: E402
+from pipeline.engines.remote import (  # noqa: E402
     EnginesUnreachableError,
     RayEnginesConnection,
     RemoteASREngine,
@@ -31,7 +34,7 @@ from pipeline.engines.remote import (
     ReplicaDiedError,
     init_ray,
 )
-from pipeline.errors import (
+from pipeline.errors import (  # noqa: E402
     ConfigError,
     EngineError,
     EngineUnavailableError,
