@@ -12,6 +12,7 @@ SIGTERM) deletes the application, and stops the Ray instance it started.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -22,11 +23,13 @@ from typing import Any
 
 from loguru import logger
 
-from bot.config import Settings
+from bot.config import EngineSettings, Settings
 from bot.engines_settings import REMOTE_STAGES
+from pipeline.engines.base import Engine
+from pipeline.engines.registry import create_engine
 from pipeline.errors import EngineUnavailableError
 
-__all__ = ["app_builder", "deploy_engines", "engines_app", "serve_engines", "stage_specs", "undeploy_engines"]
+__all__ = ["app_builder", "build_engine", "deploy_engines", "engines_app", "serve_engines", "stage_specs", "undeploy_engines"]
 
 #: Environment variables replicas inherit from the deploying process when set there
 #: (offline operation: the replicas must not reach the Hugging Face hub either).
@@ -41,8 +44,10 @@ def stage_specs(settings: Settings) -> dict[str, Any]:
     specs: dict[str, StageSpec] = {}
     for kind in REMOTE_STAGES:
         deploy = settings.engines.stage(kind)
+        cfg = settings.engine(kind)
         specs[kind] = StageSpec(
-            engine=settings.engine(kind).model_dump(),
+            build=functools.partial(build_engine, kind, cfg),
+            name=cfg.engine,
             num_replicas=deploy.num_replicas,
             autoscaling=deploy.autoscaling.model_dump() if deploy.autoscaling is not None else None,
             num_cpus=deploy.num_cpus,
@@ -53,6 +58,12 @@ def stage_specs(settings: Settings) -> dict[str, Any]:
             env=env,
         )
     return specs
+
+
+def build_engine(kind: str, cfg: EngineSettings) -> Engine:
+    """The stage's engine as ``bot.app.load_engines`` builds it for a local room server
+    (created, not loaded); replicas call it."""
+    return create_engine(kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options)
 
 
 def engines_app(settings: Settings) -> Any:

@@ -265,7 +265,8 @@ def test_engines_settings_are_checked_with_one_line_errors():
     from bot.engines_app import stage_specs
 
     specs = stage_specs(settings)
-    assert specs["asr"].engine["engine"] == "nemo"
+    assert specs["asr"].name == "nemo"
+    assert type(specs["mt"].build()).__name__ == "NLLBMTEngine"  # built as a local room server would
     asr_options = specs["asr"].deployment_options("asr")
     assert asr_options["ray_actor_options"]["num_gpus"] == 0.25 and asr_options["num_replicas"] == 1
     tts_options = specs["tts"].deployment_options("tts")

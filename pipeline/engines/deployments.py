@@ -1,9 +1,9 @@
 """The model stages as Ray Serve deployments (``engines.backend: ray``).
 
-Each replica builds the stage's engine exactly as a room server would
-(:func:`pipeline.engines.registry.create_engine` from the same ``asr:``/``mt:``/``tts:``
-settings), loads it and warms it up before it takes requests; the engine classes are not
-changed. What the deployments add:
+Each replica builds the stage's engine exactly as a room server would (the composition
+root hands each stage a builder: ``bot.engines_app`` builds from the same
+``asr:``/``mt:``/``tts:`` settings as ``bot.app.load_engines``), loads it and warms it up
+before it takes requests; the engine classes are not changed. What the deployments add:
 
 * **cross-room batching** with ``@serve.batch``: ASR and MT requests from every room
   server arriving within ``batch_wait_timeout_s`` become one engine call
@@ -43,7 +43,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("engines.backend: ray needs Ray Serve: pip install 'polyvox[ray]'") from exc
 
 from pipeline.engines.base import ASREngine, Engine, MTEngine, Transcript, TTSEngine
-from pipeline.engines.registry import create_engine
 from pipeline.errors import EngineError
 
 __all__ = [
@@ -68,8 +67,9 @@ class StageSpec:
     """How one stage is built and deployed.
 
     Attributes:
-        engine: The engine settings: ``engine`` (registered name), ``model``, ``device``,
-            ``options`` (as in the ``asr:``/``mt:``/``tts:`` sections).
+        build: Builds the stage's engine (not loaded), in the replica; it is pickled
+            there, so a module-level function (or a ``functools.partial`` of one).
+        name: The engine's configured name, for logs.
         num_replicas: Fixed replica count (ignored with ``autoscaling``).
         autoscaling: Serve's ``autoscaling_config`` (``min_replicas``, ``max_replicas``,
             ``target_ongoing_requests``), or ``None``.
@@ -78,9 +78,11 @@ class StageSpec:
         max_ongoing_requests: Requests one replica works on at once.
         max_batch_size: Most requests merged into one engine call.
         batch_wait_timeout_s: Longest the first request of a batch waits for others.
+        env: Environment variables of the replicas' processes.
     """
 
-    engine: dict[str, Any]
+    build: Callable[[], Engine]
+    name: str = ""
     num_replicas: int = 1
     autoscaling: dict[str, Any] | None = None
     num_cpus: float = 1.0
@@ -115,15 +117,9 @@ class _EngineReplica:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, engine: dict[str, Any], batching: dict[str, Any]) -> None:
+    def __init__(self, build: Callable[[], Engine], batching: dict[str, Any]) -> None:
         started = time.monotonic()
-        self.engine: Engine = create_engine(
-            self.kind,
-            engine["engine"],
-            model=engine.get("model"),
-            device=engine.get("device", "auto"),
-            options=engine.get("options") or {},
-        )
+        self.engine: Engine = build()
         self.engine.load()
         self.engine.warmup()
         self._requests = 0
@@ -132,7 +128,7 @@ class _EngineReplica:
         self._active = 0
         self._batching = batching
         logger.info(
-            f"{self.kind} replica (pid {os.getpid()}): engine '{engine['engine']}' ready "
+            f"{self.kind} replica (pid {os.getpid()}): engine '{self.engine.name}' ready "
             f"in {time.monotonic() - started:.1f} s"
         )
 
@@ -191,8 +187,8 @@ class ASRDeployment(_EngineReplica):
 
     kind = "asr"
 
-    def __init__(self, engine: dict[str, Any], batching: dict[str, Any]) -> None:
-        super().__init__(engine, batching)
+    def __init__(self, build: Callable[[], Engine], batching: dict[str, Any]) -> None:
+        super().__init__(build, batching)
         self._configure_batch(self._transcribe_many)
         asr = self.asr
         # transcribe_batch only helps engines that batch on their device (NeMo); others
@@ -236,8 +232,8 @@ class MTDeployment(_EngineReplica):
 
     kind = "mt"
 
-    def __init__(self, engine: dict[str, Any], batching: dict[str, Any]) -> None:
-        super().__init__(engine, batching)
+    def __init__(self, build: Callable[[], Engine], batching: dict[str, Any]) -> None:
+        super().__init__(build, batching)
         self._configure_batch(self._translate_many)
 
     @property
@@ -373,7 +369,7 @@ def build_engines_app(stages: dict[str, StageSpec]) -> Any:
         spec = stages[kind]
         batching = {"max_batch_size": spec.max_batch_size, "batch_wait_timeout_s": spec.batch_wait_timeout_s}
         deployment = serve.deployment(**spec.deployment_options(kind))(cls)
-        bound[kind] = deployment.bind(spec.engine, batching)
+        bound[kind] = deployment.bind(spec.build, batching)
     ingress = serve.deployment(name=INGRESS_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0})(EnginesIngress)
     return ingress.bind(**bound)
 
