@@ -216,12 +216,25 @@ def test_capabilities_are_the_deployed_engines_and_wrong_languages_fail_here():
     with pytest.raises(UnsupportedLanguageError):
         tts.synthesize("x", "fr")
     assert transcribe.calls == []  # refused without a round trip
+    assert not asr.detects_language
+    with pytest.raises(NotImplementedError):
+        asr.detect_language(np.zeros(160, np.int16), 16000)
     # A remote stream re-decodes through transcribe: stateless requests any replica can take.
     stream = asr.open_stream("en")
     assert isinstance(stream, RedecodingASRStream)
     stream.feed(np.zeros(3200, np.int16))
     assert stream.finalize().text == "one"
     assert len(transcribe.calls) == 1
+
+
+def test_spoken_language_identification_runs_on_a_replica_where_the_engine_has_it():
+    detect = FakeMethod([[("es", 0.9), ("en", 0.1)]])
+    conn = connection(asr=FakeHandle(detect_language=detect))
+    conn._info = {**INFO, "asr": {**INFO["asr"], "detects_language": True}}  # noqa: SLF001
+    asr = RemoteASREngine(conn)
+    assert asr.detects_language
+    assert asr.detect_language(np.zeros(16000, np.int16), 16000) == [("es", 0.9), ("en", 0.1)]
+    assert len(detect.calls) == 1
 
 
 def test_voices_are_conditioned_by_a_tts_replica():

@@ -207,12 +207,18 @@ class ASRDeployment(_EngineReplica):
             "languages": sorted(asr.languages),
             "sample_rate": int(asr.sample_rate),
             "supports_streaming": bool(asr.supports_streaming),
+            "detects_language": bool(getattr(asr, "detects_language", False)),
         }
 
     async def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str) -> Transcript:
         """``ASREngine.transcribe`` of one utterance (batched with other rooms')."""
         with self._serving():
             return _unwrap(await self._transcribe_many((pcm, sample_rate, language)))
+
+    async def detect_language(self, pcm: np.ndarray, sample_rate: int) -> list[tuple[str, float]]:
+        """``ASREngine.detect_language`` (engines with ``detects_language``)."""
+        with self._serving():
+            return await asyncio.to_thread(self.asr.detect_language, pcm, sample_rate)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def _transcribe_many(self, items: list[tuple[np.ndarray, int, str]]) -> list[_Outcome]:

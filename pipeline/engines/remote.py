@@ -351,6 +351,19 @@ class RemoteASREngine(_RemoteEngineMixin, ASREngine):  # type: ignore[override] 
     def supports_streaming(self) -> bool:  # type: ignore[override]
         return bool(self.remote_info.get("supports_streaming", False))
 
+    @property
+    def detects_language(self) -> bool:  # type: ignore[override]
+        return bool(self.remote_info.get("detects_language", False))
+
+    def detect_language(self, pcm: np.ndarray, sample_rate: int) -> list[tuple[str, float]]:
+        """Spoken-language identification on a replica (engines with ``detects_language``)."""
+        if not self.detects_language:
+            raise NotImplementedError(f"asr engine '{self.name}' cannot identify spoken languages")
+        ranked = self.connection.call(
+            "asr", "detect_language", np.ascontiguousarray(pcm, dtype=np.int16), sample_rate
+        )
+        return [(str(code), float(p)) for code, p in ranked]
+
     def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str) -> Transcript:
         if language not in self.languages:
             raise UnsupportedLanguageError(
