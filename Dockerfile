@@ -44,9 +44,10 @@ COPY pipeline ./pipeline
 COPY voices ./voices
 
 # Every engine (the offline ones as a fallback, and the gpu profile's NeMo, NLLB-200 and
-# XTTS v2 on torch's CUDA build), the WebRTC room server and the Discord bot.
+# XTTS v2 on torch's CUDA build), the WebRTC room server, the Discord bot, and Ray Serve
+# (the same image runs `polyvox engines serve` and every Ray node: README, engines on Ray).
 RUN pip install --upgrade pip \
-    && pip install ".[offline,gpu,webrtc,discord]"
+    && pip install ".[offline,gpu,webrtc,discord,ray]"
 
 # Models downloaded from the Hugging Face hub, and voice profiles, live on the volume.
 ENV HF_HOME=/data/hf

@@ -4,6 +4,7 @@ interpretation sessions with."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from bot.config import ENGINE_KINDS, ASRSettings, EngineSettings, Settings
+from bot.engines_settings import REMOTE_STAGES
 from pipeline.cascade import Engines
 from pipeline.engines.base import ASREngine, Engine
 from pipeline.engines.calls import StageTimeouts
@@ -22,6 +24,7 @@ from pipeline.session import InterpretationParams, SessionFactory
 from pipeline.streaming import StreamingParams
 
 if TYPE_CHECKING:
+    from pipeline.engines.remote import RayEnginesConnection
     from voices.consent import VoiceConsent
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "interpretation_params",
     "language_id_params",
     "load_engines",
+    "remote_connection",
     "segmenter_params",
     "session_factory",
     "voice_consent",
@@ -39,17 +43,26 @@ __all__ = [
 def check_engines(settings: Settings) -> None:
     """Resolve every configured engine name without loading anything.
 
+    With ``engines.backend: ray`` only the local stages (VAD, denoise) are resolved here:
+    ASR, MT and TTS are built on the engines app's replicas.
+
     Raises:
         ConfigError: an unknown engine name.
         ImportError: an engine whose extra is not installed.
     """
+    remote = settings.engines.backend == "ray"
     for kind in ENGINE_KINDS:
+        if remote and kind in REMOTE_STAGES:
+            continue  # built on the engines app's replicas, not here
         engine_class(kind, settings.engine(kind).engine)
-    for language, route in settings.asr.routes.items():
-        try:
-            engine_class("asr", route.engine)
-        except ConfigError as exc:
-            raise ConfigError(f"asr.routes.{language}: {exc}") from None
+    if remote and importlib.util.find_spec("ray") is None:
+        raise ImportError("engines.backend: ray needs Ray Serve: pip install 'polyvox[ray]'")
+    if not remote:
+        for language, route in settings.asr.routes.items():
+            try:
+                engine_class("asr", route.engine)
+            except ConfigError as exc:
+                raise ConfigError(f"asr.routes.{language}: {exc}") from None
 
 
 def create_asr_engine(cfg: ASRSettings) -> ASREngine:
@@ -103,18 +116,33 @@ def language_id_params(settings: Settings) -> LanguageIDParams:
 def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
     """Build, load and warm up the configured engines (blocking; call once per process).
 
+    With ``engines.backend: ray``, ASR, MT and TTS are remote engines on the engines app
+    (``polyvox engines serve``): their capabilities come from the deployed engines.
+
     Raises:
         ConfigError, ImportError: see :func:`check_engines`.
-        EngineUnavailableError: a model is missing (not downloaded, bad path).
+        EngineUnavailableError: a model is missing (not downloaded, bad path); with
+            ``backend: ray``, the cluster or the engines app cannot be reached.
         UnsupportedLanguageError: the configured languages cannot be served.
     """
     check_engines(settings)
+    connection = remote_connection(settings) if settings.engines.backend == "ray" else None
+    if connection is not None:
+        connection.connect()  # before loading anything: an unreachable app is one quick error
     built: dict[str, Engine] = {}
     try:
         for kind in ENGINE_KINDS:
             cfg = settings.engine(kind)
-            engine = create_asr_engine(settings.asr) if kind == "asr" else _build(kind, cfg)
             started = time.monotonic()
+            if connection is not None and kind in REMOTE_STAGES:
+                from pipeline.engines.remote import remote_engine
+
+                engine: Engine = remote_engine(kind, connection)
+                engine.load()
+                built[kind] = engine
+                logger.info(f"{kind} engine '{engine.name}' on Ray Serve ('{connection.app_name}' app)")
+                continue
+            engine = create_asr_engine(settings.asr) if kind == "asr" else _build(kind, cfg)
             logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
             if kind == "asr" and settings.asr.routes:
                 logger.info(
@@ -139,6 +167,19 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         language_id=language_id_params(settings),
     )
     return engines
+
+
+def remote_connection(settings: Settings) -> RayEnginesConnection:
+    """The connection to the engines app that ``engines:`` names (not connected yet)."""
+    from pipeline.engines.remote import RayEnginesConnection
+
+    cfg = settings.engines
+    return RayEnginesConnection(
+        cfg.address,
+        cfg.app_name,
+        connect_timeout_s=cfg.connect_timeout_s,
+        call_timeout_s=cfg.call_timeout_s,
+    )
 
 
 def segmenter_params(settings: Settings) -> SegmenterParams:

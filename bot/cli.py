@@ -142,6 +142,24 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--no-progress", action="store_true", help="no progress bars")
     _common(pull)
 
+    engines = sub.add_parser("engines", help="the model stages on a Ray cluster (engines.backend: ray)")
+    engine_actions = engines.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
+    engines_serve = engine_actions.add_parser(
+        "serve",
+        help="deploy ASR, MT and TTS as a Ray Serve application; Ctrl-C undeploys",
+        description=(
+            "Deploy the profile's ASR, MT and TTS engines as a Ray Serve application that room "
+            "servers (polyvox serve --set engines.backend=ray) share, and keep it running. "
+            "Ctrl-C undeploys it."
+        ),
+    )
+    engines_serve.add_argument(
+        "--address", metavar="ADDRESS",
+        help="Ray cluster to deploy into: auto, HEAD:6379 or ray://HEAD:10001 "
+        "(default: engines.address; none: start a Ray instance here)",
+    )
+    _common(engines_serve)
+
     tok = sub.add_parser("token", help="print a token that lets its holder join a WebRTC room")
     tok.add_argument("room", help="room name (letters, digits, '-', '_')")
     tok.add_argument("--ttl", type=int, metavar="SECONDS", help="validity (default: webrtc.token_ttl_s)")
@@ -281,6 +299,33 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from pipeline.models import pull_command
 
     return pull_command(_settings(args), progress=not args.no_progress)
+
+
+def _cmd_engines(args: argparse.Namespace) -> int:
+    from bot.engines_app import serve_engines
+
+    settings = _settings(args)
+    if args.address:
+        from pydantic import ValidationError
+
+        from pipeline.errors import ConfigError
+
+        try:
+            settings.engines.address = args.address
+        except ValidationError:
+            raise ConfigError(f"--address {args.address}: expected auto, HOST:PORT or ray://HOST:PORT") from None
+    stages = ", ".join(f"{k} {settings.engine(k).engine}" for k in ("asr", "mt", "tts"))
+    print(f"polyvox engines: profile '{settings.profile}' ({stages}) as Ray Serve app '{settings.engines.app_name}'", flush=True)
+
+    def ready(address: str) -> None:
+        print(
+            f"polyvox engines: ready on the Ray cluster at {address}; room servers: polyvox serve "
+            f"--set engines.backend=ray --set engines.address={address} (Ctrl-C undeploys)",
+            flush=True,
+        )
+
+    serve_engines(settings, ready=ready)
+    return 0
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -427,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "voices": _cmd_voices,
         "token": _cmd_token,
         "models": _cmd_models,
+        "engines": _cmd_engines,
     }
     started = time.monotonic()
     try:

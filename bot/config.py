@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.discord_settings import DiscordSettings
+from bot.engines_settings import EnginesSettings
 from pipeline.errors import ConfigError, UnsupportedLanguageError
 from pipeline.languages import AUTO, is_auto, normalize
 from transports.webrtc.settings import WebRTCSettings
@@ -23,6 +24,7 @@ __all__ = [
     "ENGINE_KINDS",
     "ASRSettings",
     "EngineSettings",
+    "EnginesSettings",
     "InterpretationSettings",
     "LanguageIdentificationSettings",
     "LanguageSettings",
@@ -254,13 +256,16 @@ class Settings(_Strict):
     discord: DiscordSettings = DiscordSettings()
     webrtc: WebRTCSettings = WebRTCSettings()
     voices: VoicesSettings = VoicesSettings()
+    engines: EnginesSettings = EnginesSettings()
 
     def engine(self, kind: str) -> EngineSettings:
         """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
         return getattr(self, kind)
 
 
-_SECTIONS = ("vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices")
+_SECTIONS = (
+    "vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices", "engines",
+)
 _TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
 
 

@@ -129,8 +129,12 @@ class PolyvoxCommandTree(app_commands.CommandTree):
             logger.warning(f"could not report a command error to the user: {exc}")
 
 
-class PolyvoxBot(commands.Bot):
+class PolyvoxBot(commands.AutoShardedBot):
     """The bot: shared services for the cogs and the voice sessions of every guild.
+
+    Sharded (discord.py's ``AutoShardedBot``): ``discord.shard_count``/``shard_ids`` let
+    several bot processes split the guilds; by default one process runs every shard
+    Discord recommends (one for a small bot).
 
     Args:
         settings: polyvox's resolved settings (languages, segmentation, pipeline).
@@ -151,14 +155,21 @@ class PolyvoxBot(commands.Bot):
         guild_store: GuildSettingsStore | None = None,
         voice_io: VoiceIO | None = None,
     ) -> None:
+        discord_settings = discord_settings or DiscordSettings()
+        shards: dict[str, Any] = {}
+        if discord_settings.shard_count is not None:
+            shards["shard_count"] = discord_settings.shard_count
+        if discord_settings.shard_ids is not None:
+            shards["shard_ids"] = list(discord_settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(),
             tree_cls=PolyvoxCommandTree,
             help_command=None,
+            **shards,
         )
         self.settings = settings
-        self.discord_settings = discord_settings or DiscordSettings()
+        self.discord_settings = discord_settings
         self.factory = factory
         self.engines = factory.engines
         if factory.consent is None:
@@ -178,7 +189,7 @@ class PolyvoxBot(commands.Bot):
     async def setup_hook(self) -> None:
         await self.migrate_opt_outs()
         await self.load_extensions()
-        if self.discord_settings.sync_commands:
+        if self.discord_settings.registers_commands:
             guild_id = self.discord_settings.command_guild_id
             guild = discord.Object(guild_id) if guild_id else None
             if guild is not None:
@@ -199,7 +210,8 @@ class PolyvoxBot(commands.Bot):
                 await self.load_extension(name)
 
     async def on_ready(self) -> None:
-        logger.info(f"Discord bot ready as {self.user} in {len(self.guilds)} servers")
+        shards = f" (shards {sorted(self.shards)} of {self.shard_count})" if self.shard_count and self.shard_count > 1 else ""
+        logger.info(f"Discord bot ready as {self.user} in {len(self.guilds)} servers{shards}")
 
     async def close(self) -> None:
         for session in list(self.sessions.values()):

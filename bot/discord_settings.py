@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import UnsupportedLanguageError
 from pipeline.languages import normalize
@@ -34,6 +34,12 @@ class DiscordSettings(BaseModel):
         sync_commands: Register the slash commands with Discord at start-up.
         command_guild_id: Register them in this guild only (instant, for development)
             instead of globally (can take up to an hour to show up).
+        shard_count: Gateway shards of the whole bot (Discord's sharding); ``None``: the
+            count Discord recommends, all in this process.
+        shard_ids: The shards this process runs (each of ``0 .. shard_count-1`` in
+            exactly one process), so several bot processes split the guilds; ``None``:
+            every shard. Needs ``shard_count``. Only the process holding shard 0
+            registers the slash commands.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -47,6 +53,8 @@ class DiscordSettings(BaseModel):
     reconnect_after_s: float = Field(10.0, ge=1.0)
     sync_commands: bool = True
     command_guild_id: int | None = None
+    shard_count: int | None = Field(None, ge=1, le=100000)
+    shard_ids: list[int] | None = None
 
     @field_validator("room_languages")
     @classmethod
@@ -55,6 +63,27 @@ class DiscordSettings(BaseModel):
             return [normalize(code) for code in value]
         except UnsupportedLanguageError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _shards(self) -> DiscordSettings:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("shard_ids needs shard_count (the bot's total number of shards)")
+        if not self.shard_ids:
+            raise ValueError("shard_ids: list at least one shard, or leave it unset for all")
+        bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if bad:
+            raise ValueError(f"shard_ids: {bad[0]} is not a shard of 0..{self.shard_count - 1}")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids: a shard is listed twice")
+        return self
+
+    @property
+    def registers_commands(self) -> bool:
+        """Whether this process registers the slash commands: one process is enough (the
+        one holding shard 0, or the only one)."""
+        return self.sync_commands and (self.shard_ids is None or 0 in self.shard_ids)
 
     def database_path(self) -> Path:
         """``database`` with ``~`` expanded."""

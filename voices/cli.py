@@ -155,6 +155,8 @@ def _require_cloning_engine(settings: Any) -> None:
     """Refuse a configured TTS engine that cannot clone voices (imports it, loads nothing)."""
     from pipeline.engines.registry import engine_class
 
+    if _remote_tts(settings):
+        return  # the engines app's TTS decides; checked once connected
     tts = settings.tts
     if not getattr(engine_class("tts", tts.engine), "clones_voices", False):
         raise ConfigError(
@@ -163,11 +165,27 @@ def _require_cloning_engine(settings: Any) -> None:
         )
 
 
+def _remote_tts(settings: Any) -> bool:
+    """Whether TTS runs on the engines app (``engines.backend: ray``)."""
+    return getattr(getattr(settings, "engines", None), "backend", "local") == "ray"
+
+
 def _load_cloning_engine(settings: Any) -> Any:
     """The configured TTS engine, created and loaded (the slow part of enrolling)."""
     from pipeline.engines.registry import create_engine
 
     _require_cloning_engine(settings)
+    if _remote_tts(settings):
+        # The voice is computed by a TTS replica of the engines app (engines.backend: ray).
+        from bot.app import remote_connection
+        from pipeline.engines.remote import RemoteTTSEngine
+
+        remote = RemoteTTSEngine(remote_connection(settings))
+        remote.load()
+        if not remote.clones_voices:
+            remote.close()
+            raise ConfigError(f"the engines app's tts engine '{remote.name}' cannot clone voices")
+        return remote
     tts = settings.tts
     engine = create_engine("tts", tts.engine, model=tts.model, device=tts.device, options=tts.options)
     engine.load()
