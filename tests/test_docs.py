@@ -87,7 +87,10 @@ def test_readme_commands_work_as_written_after_the_set_up():
                 if arg.startswith("tests/"):
                     assert (REPO / arg).exists(), f"{shlex.join(words)}: no {arg}"
         else:
-            assert words[0] in {"bash", "export", "source"}, f"unexpected command in the README: {shlex.join(words)}"
+            # Other tools the deployment sections use (a Ray cluster, Kubernetes, a proxy).
+            assert words[0] in {"bash", "export", "source", "ray", "kubectl", "nginx", "docker"}, (
+                f"unexpected command in the README: {shlex.join(words)}"
+            )
             if words[0] == "bash":
                 assert (REPO / words[1]).is_file()
 
