@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from bot.config import ENGINE_KINDS, Settings
+from bot.config import ENGINE_KINDS, OPTIONAL_ENGINE_KINDS, Settings
 from pipeline.cascade import Engines
 from pipeline.engines.base import Engine
 from pipeline.engines.calls import StageTimeouts
@@ -40,6 +40,10 @@ def check_engines(settings: Settings) -> None:
     """
     for kind in ENGINE_KINDS:
         engine_class(kind, settings.engine(kind).engine)
+    for kind in OPTIONAL_ENGINE_KINDS:
+        section = settings.optional_engine(kind)
+        if section is not None:
+            engine_class(kind, section.engine)
 
 
 def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
@@ -53,8 +57,10 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
     check_engines(settings)
     built: dict[str, Engine] = {}
     try:
-        for kind in ENGINE_KINDS:
-            cfg = settings.engine(kind)
+        for kind in (*ENGINE_KINDS, *OPTIONAL_ENGINE_KINDS):
+            cfg = settings.engine(kind) if kind in ENGINE_KINDS else settings.optional_engine(kind)
+            if cfg is None:
+                continue
             engine = create_engine(
                 kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options
             )
@@ -75,6 +81,9 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         asr=built["asr"],  # type: ignore[arg-type]
         mt=built["mt"],  # type: ignore[arg-type]
         tts=built["tts"],  # type: ignore[arg-type]
+        events=built.get("events"),  # type: ignore[arg-type]
+        vc=built.get("vc"),  # type: ignore[arg-type]
+        image=built.get("image"),  # type: ignore[arg-type]
     )
     return engines
 
@@ -102,10 +111,17 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
             first_profile_s=settings.voices.first_profile_s,
             max_speech_s=max(settings.voices.max_capture_s, settings.voices.first_profile_s),
         )
+    from pipeline.imagine import ImageParams
+    from pipeline.nonverbal import NonverbalParams
+    from pipeline.voice_changer import VoiceChangerParams
+
     live = settings.interpretation
     streaming = None
     if live.streaming:
-        streaming = StreamingParams(**live.model_dump(exclude={"streaming"}))
+        policy = live.model_dump(exclude={"streaming", "nonverbal", "voice_changer", "images"})
+        if policy["mode"] == "voice":
+            policy["mode"] = "simultaneous"  # for those who choose interpretation
+        streaming = StreamingParams(**policy)
     return InterpretationParams(
         segmenter=segmenter_params(settings),
         streaming=streaming,
@@ -121,6 +137,10 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
             per_char_s=settings.pipeline.engine_timeout_per_char_s,
         ),
         engine_concurrency=settings.pipeline.engine_concurrency,
+        mode="voice" if live.mode == "voice" else "interpret",
+        nonverbal=NonverbalParams(**live.nonverbal.model_dump()),
+        voice_changer=VoiceChangerParams(**live.voice_changer.model_dump()),
+        images=ImageParams(**live.images.model_dump()),
     )
 
 
@@ -135,7 +155,11 @@ def voice_consent(settings: Settings, engines: Engines | None = None) -> VoiceCo
     from voices.store import VoiceStore
 
     store = VoiceStore(voices_data_dir(settings), vad=engines.vad if engines is not None else None)
-    return VoiceConsent(store, engine=engines.tts if engines is not None else None)
+    return VoiceConsent(
+        store,
+        engine=engines.tts if engines is not None else None,
+        converter=engines.vc if engines is not None else None,
+    )
 
 
 def session_factory(settings: Settings, engines: Engines, *, consent: VoiceConsent | None = None) -> SessionFactory:
