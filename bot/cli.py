@@ -1,6 +1,7 @@
 """The ``polyvox`` command line.
 
 ``polyvox translate IN... --from en --to es -o OUT.wav`` interprets recordings;
+``polyvox convert IN --voice NAME -o OUT.wav`` changes a recording's voice;
 ``polyvox serve`` starts the server; ``polyvox config`` shows the resolved settings.
 Errors are one line on stderr and a non-zero exit status, never a traceback.
 """
@@ -70,6 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--realtime", action="store_true", help="feed audio at real-time pace, as a live call would (slower; realistic latencies)")
     tr.add_argument("--sample-rate", type=int, default=None, metavar="HZ", help="output sample rate (default: the TTS engine's)")
     _common(tr)
+
+    conv = sub.add_parser(
+        "convert",
+        help="the voice changer on a recording: the same speech in another voice, no text in between",
+        description=(
+            "Convert a recording into another voice through the live voice changer (chunk by chunk, "
+            "timing kept). VOICE is a neutral voice of the engine or someone who enrolled their voice "
+            "as a voice-changer target (polyvox voices enroll NAME FILE --changer-target)."
+        ),
+    )
+    conv.add_argument("input", metavar="IN", help="audio file (wav, mp3, ogg, flac, ...)")
+    conv.add_argument("--voice", metavar="NAME", help="target voice (default: the engine's first neutral voice)")
+    conv.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="where to write the converted audio")
+    conv.add_argument("--realtime", action="store_true", help="feed audio at real-time pace (for latency measurements)")
+    _common(conv)
 
     serve = sub.add_parser(
         "serve",
@@ -269,6 +285,47 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.audio import load_audio, write_wav
+    from pipeline.engines.registry import create_engine
+    from pipeline.errors import ConfigError
+    from pipeline.voice_changer import resolve_changer_voice
+    from pipeline.voice_file import describe, run_voice_changer_on_file
+    from voices.cli import voices_data_dir
+    from voices.consent import VoiceConsent
+    from voices.store import VoiceStore
+
+    settings = _settings(args)
+    section = settings.optional_engine("vc")
+    if section is None:
+        raise ConfigError(
+            f"profile '{settings.profile}' has no voice-conversion engine: use --profile cpu or gpu, "
+            "or --set vc.engine=openvoice"
+        )
+    pcm = load_audio(args.input)  # a bad file fails before any model loads
+    engine = create_engine("vc", section.engine, model=section.model, device=section.device, options=section.options)
+    try:
+        engine.load()
+        consent = VoiceConsent(VoiceStore(voices_data_dir(settings)), converter=engine)
+
+        async def run():  # type: ignore[no-untyped-def]
+            voice = await resolve_changer_voice(engine, consent, args.voice)  # type: ignore[arg-type]
+            from bot.app import interpretation_params
+
+            params = interpretation_params(settings).voice_changer
+            return voice, await run_voice_changer_on_file(engine, pcm, voice, params=params, realtime=args.realtime)  # type: ignore[arg-type]
+
+        voice, result = asyncio.run(run())
+    finally:
+        engine.close()
+    write_wav(args.output, result.audio, result.sample_rate)
+    summary = describe(result)
+    logger.info(f"{args.input} → {args.output} in the voice '{voice.name}': {json.dumps(summary)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``polyvox`` console script."""
     parser = _parser()
@@ -278,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         "translate": _cmd_translate,
+        "convert": _cmd_convert,
         "serve": _cmd_serve,
         "config": _cmd_config,
         "voices": _cmd_voices,

@@ -92,6 +92,8 @@ class RoomClient:
     speaks: str = "en"
     hears: str | None = None
     token: str | None = None
+    #: More fields of the join body (``mode``, ``voice``, ``clone_voice``...).
+    extra: dict[str, Any] = field(default_factory=dict)
     participant_id: str = ""
     key: str = ""
     mic: SpeechTrack = field(default_factory=SpeechTrack)
@@ -99,6 +101,7 @@ class RoomClient:
     captions: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     pc: RTCPeerConnection | None = None
+    channel: Any = None
     _reader: asyncio.Task[None] | None = None
     _channel_open: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -106,7 +109,7 @@ class RoomClient:
         """Join the room; returns once connected with the captions channel open."""
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTrack(self.mic)
-        channel = pc.createDataChannel("captions")
+        channel = self.channel = pc.createDataChannel("captions")
 
         @channel.on("open")
         def _open() -> None:
@@ -134,6 +137,7 @@ class RoomClient:
         }
         if self.token:
             body["token"] = self.token
+        body.update(self.extra)
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{self.base_url}/api/rooms/{self.room}/join", json=body) as resp:
                 answer = await resp.json()
@@ -143,6 +147,14 @@ class RoomClient:
         self.key = answer["key"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         await asyncio.wait_for(self._channel_open.wait(), within)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a JSON message on the captions channel (``{"type": "imagine"}``...)."""
+        self.channel.send(json.dumps(message))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        """The messages received of one ``type`` (``image``, ``notice``...)."""
+        return [m for m in self.messages if m.get("type") == kind]
 
     async def _read(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=_RATE)

@@ -1,0 +1,182 @@
+"""The voice changer: OpenVoice built from its real architecture with random weights and
+loaded by the engine's real loader; streamed in chunks that keep the input's timing;
+file mode (``polyvox convert``); consent: only voices enrolled as targets can be used."""
+
+from __future__ import annotations
+
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from pipeline.engines.vc.openvoice import OpenVoiceEngine
+from pipeline.session import InterpretationParams, InterpretationSession
+from pipeline.voice_changer import VoiceTargetError, resolve_changer_voice
+from pipeline.voice_file import run_voice_changer_on_file
+from tests.fakes import CloningBeepTTSEngine, EnergyVADEngine, fake_engines, silence, tone
+from tests.tiny_media import write_openvoice
+from tests.tiny_models import shared_checkpoint
+from voices.consent import VoiceConsent
+from voices.store import VoiceStore
+
+
+@pytest.fixture(scope="module")
+def openvoice_dir(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory.getbasetemp(), "openvoice", write_openvoice)
+
+
+@pytest.fixture(scope="module")
+def converter(openvoice_dir) -> OpenVoiceEngine:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    engine = OpenVoiceEngine(model=str(openvoice_dir))
+    engine.load()
+    yield engine
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def consent(tmp_path, converter) -> VoiceConsent:
+    store = VoiceStore(tmp_path / "voices", vad=EnergyVADEngine())
+    return VoiceConsent(store, engine=CloningBeepTTSEngine(), converter=converter)
+
+
+def speech(seconds: float = 4.0) -> np.ndarray:
+    """Loud "speech" for the energy VAD: tones of changing pitch."""
+    parts = [tone(200 + 40 * (i % 7), 0.25) for i in range(int(seconds / 0.25))]
+    return np.concatenate(parts)
+
+
+def test_the_engine_loads_the_converter_and_its_neutral_voices(converter):
+    assert converter.neutral_voices() == ["en-default", "es"]
+    assert converter.neutral_voice("es").shape == (16,)  # the tiny model's tone colour size
+    assert converter.latency_s <= 0.25  # one chunk plus the look-ahead
+
+
+def test_streaming_keeps_the_timing_in_small_chunks_faster_than_real_time(converter, librivox):
+    clip = librivox[0].pcm[: 16000 * 4]
+    stream = converter.open_stream(converter.neutral_voice("es"))
+    chunks, first_after = [], None
+    fed = 0
+    cpu = time.process_time()
+    for start in range(0, len(clip), 320):  # 20 ms frames, as transports deliver
+        piece = clip[start : start + 320]
+        fed += len(piece)
+        out = stream.feed(piece)
+        if out and first_after is None:
+            first_after = fed / 16000
+        chunks += out
+    chunks += stream.flush()
+    cpu = time.process_time() - cpu
+    rate = converter.sample_rate
+    total = sum(len(c) for c in chunks) / rate
+    assert total == pytest.approx(len(clip) / 16000, rel=0.05)
+    # Small chunks, the first one as soon as a chunk and its look-ahead were heard.
+    assert max(len(c) for c in chunks) / rate <= 0.15
+    assert first_after == pytest.approx(converter.latency_s, abs=0.03)
+    # Work, not wall time (the machine is shared): less CPU than the audio lasts.
+    assert cpu < len(clip) / 16000
+    audio = np.concatenate(chunks)
+    assert np.abs(audio).max() > 0 and np.isfinite(audio.astype(np.float64)).all()
+
+
+def test_a_voice_is_the_tone_colour_of_the_speech(converter):
+    a, b = converter.embed(speech(2.0), 16000), converter.embed(tone(300, 2.0), 16000)
+    assert a.shape == b.shape == (16,)
+    assert np.allclose(a, converter.embed(speech(2.0), 16000))
+    assert not np.allclose(a, b)
+
+
+async def test_file_mode_converts_a_recording_with_its_pauses_in_place(converter):
+    pcm = np.concatenate([silence(0.5), speech(1.5), silence(1.0), speech(1.0), silence(0.5)])
+    voice = await resolve_changer_voice(converter, None, "es")
+    result = await run_voice_changer_on_file(converter, pcm, voice)
+    rate = result.sample_rate
+    assert len(result.audio) / rate == pytest.approx(len(pcm) / 16000, abs=0.01)
+    # Every chunk lands where its input was said: back to back, covering the recording
+    # (random weights make sound even of silence, so all of it is one stretch here).
+    ends = [round((c.offset + len(c.audio) / rate) * rate) for c in result.chunks]
+    starts = [round(c.offset * rate) for c in result.chunks]
+    assert starts[0] == 0 and starts[1:] == ends[:-1]
+    assert ends[-1] / rate == pytest.approx(len(pcm) / 16000, abs=0.01)
+    assert np.array_equal(result.audio, np.concatenate([c.audio for c in result.chunks])[: len(result.audio)])
+
+
+def test_polyvox_convert_writes_the_converted_recording(openvoice_dir, tmp_path, capsys):
+    from bot.cli import main
+    from pipeline.audio import write_wav
+
+    source = tmp_path / "in.wav"
+    recording = np.concatenate([silence(0.3), speech(1.5), silence(0.3)])
+    write_wav(source, recording, 16000)
+    common = ["--profile", "offline", "--set", "vc.engine=openvoice", "--set", f"vc.model={openvoice_dir}",
+              "--set", f"voices.data_dir={tmp_path / 'voices'}"]
+    out = tmp_path / "out.wav"
+    assert main(["convert", str(source), "--voice", "en-default", "-o", str(out), *common]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 22050 and w.getnframes() / 22050 == pytest.approx(len(recording) / 16000, abs=0.01)
+    assert main(["convert", str(source), "--voice", "somebody", "-o", str(out), *common]) == 2
+    assert "not a voice-changer voice" in capsys.readouterr().err
+    assert main(["convert", str(source), "-o", str(out), "--profile", "offline"]) == 2
+    assert "no voice-conversion engine" in capsys.readouterr().err
+
+
+# -- consent --------------------------------------------------------------------------------
+
+
+async def test_a_voice_not_enrolled_as_a_target_cannot_be_used(consent, converter):
+    # Ann enrolled her voice for her own interpretation only: nobody else may use it.
+    await consent.enroll("ann", speech(4.0))
+    assert consent.store.get("ann") is not None
+    with pytest.raises(VoiceTargetError, match="not a voice-changer voice"):
+        await resolve_changer_voice(converter, consent, "ann")
+    with pytest.raises(VoiceTargetError):
+        await resolve_changer_voice(converter, consent, "nobody-at-all")
+
+
+async def test_a_voice_enrolled_as_a_target_can_be_used_until_its_owner_says_no(consent, converter):
+    bob = speech(4.0)
+    await consent.enroll_changer_target("bob", bob)
+    voice = await resolve_changer_voice(converter, consent, "bob")
+    assert not voice.neutral and np.allclose(voice.embedding, converter.embed(bob, 16000), atol=1e-5)
+    assert [v.changer_target for v in consent.store.list() if v.user_id == "bob"] == [True]
+
+    await consent.set_allowed("bob", False)  # opting out of cloning covers this too
+    with pytest.raises(VoiceTargetError):
+        await resolve_changer_voice(converter, consent, "bob")
+    await consent.set_allowed("bob", True)
+    assert (await resolve_changer_voice(converter, consent, "bob")).name == "bob"
+
+    assert await consent.revoke_changer_target("bob")
+    with pytest.raises(VoiceTargetError):
+        await resolve_changer_voice(converter, consent, "bob")
+    assert not list((consent.store.data_dir / "tensors").glob("changer-*"))
+
+
+async def test_forgetting_a_voice_deletes_its_target_too(consent):
+    await consent.enroll_changer_target("bob", speech(4.0))
+    assert await consent.forget("bob")
+    assert consent.store.changer_target("bob") is None
+    assert not list((consent.store.data_dir / "tensors").glob("changer-*"))
+
+
+async def test_someone_speaking_in_a_withdrawn_voice_falls_back_to_the_neutral_one(consent, converter):
+    from pipeline.file_mode import FileTransport
+
+    await consent.enroll_changer_target("bob", speech(4.0))
+    session = InterpretationSession(
+        fake_engines(vc=converter), FileTransport(), InterpretationParams(streaming=None), consent=consent
+    )
+    await session.start()
+    try:
+        carol = await session.set_mode("carol", "voice", voice="bob")
+        assert carol.changer_voice.name == "bob"
+        with pytest.raises(VoiceTargetError):
+            await session.set_mode("dave", "voice", voice="ann")  # never allowed
+        await consent.revoke_changer_target("bob")
+        assert carol.changer_voice is None  # the default neutral voice from now on
+    finally:
+        await session.stop()
