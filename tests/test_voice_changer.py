@@ -4,6 +4,7 @@ file mode (``polyvox convert``); consent: only voices enrolled as targets can be
 
 from __future__ import annotations
 
+import asyncio
 import time
 import wave
 
@@ -180,3 +181,80 @@ async def test_someone_speaking_in_a_withdrawn_voice_falls_back_to_the_neutral_o
         assert carol.changer_voice is None  # the default neutral voice from now on
     finally:
         await session.stop()
+
+
+# -- in a WebRTC room and on Discord ----------------------------------------------------------
+
+
+def share_near(pcm: np.ndarray, freq: float, rate: int = 48000, width: float = 30.0) -> float:
+    """Share of the spectrum's energy within ``width`` Hz of ``freq``."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    return float(spectrum[np.abs(freqs - freq) < width].sum() / max(spectrum.sum(), 1e-9))
+
+
+@pytest.mark.slow
+async def test_in_a_room_others_hear_the_changed_voice_instead_of_the_original(converter):
+    from pipeline.segmenter import SegmenterParams
+    from pipeline.session import SessionFactory
+    from tests.waiting import wait_for
+    from transports.webrtc import RoomServer, WebRTCSettings
+    from transports.webrtc.client import RoomClient
+
+    params = InterpretationParams(segmenter=SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0))
+    factory = SessionFactory(fake_engines(vc=converter), params)
+    async with RoomServer(factory, WebRTCSettings(ice_addresses=["127.0.0.1"]), port=0) as server:
+        with pytest.raises(RuntimeError, match="not a voice-changer voice"):
+            await RoomClient(server.url, "r", name="Eve", extra={"mode": "voice", "voice": "somebody"}).join()
+        alice = RoomClient(server.url, "r", name="Alice", speaks="en", extra={"mode": "voice", "voice": "es"})
+        bob = RoomClient(server.url, "r", name="Bob", speaks="en")
+        for client in (alice, bob):
+            await client.join()
+        try:
+            listing = [m for m in bob.messages if m.get("type") == "participants"][-1]
+            assert {p["name"]: (p["mode"], p["changer_voice"]) for p in listing["participants"]} == {
+                "Alice": ("voice", "es"), "Bob": ("interpret", None),
+            }
+            said = time.monotonic()
+            alice.mic.say(np.concatenate([tone(440, 1.5), silence(0.5)]))
+            await wait_for(lambda: bob.first_sound_after(said, threshold=50) is not None, 15, what="Bob hearing Alice")
+            await asyncio.sleep(2.0)
+            heard = bob.audio(since=said)
+        finally:
+            for client in (alice, bob):
+                await client.close()
+    loud = heard[np.abs(heard) > 50]
+    assert len(loud) > 0.5 * 48000  # about as long as she spoke
+    # Bob hears her converted voice (random weights: not her 440 Hz tone), and no text.
+    assert share_near(heard, 440) < 0.3
+    assert [c for c in bob.captions if c["participant_id"] == alice.participant_id] == []
+
+
+async def test_changer_on_discord_speaks_the_member_in_the_chosen_voice(bot, converter):  # noqa: F811
+    from tests.test_discord_bot import ADMIN, BOB, GUILD, MANAGE, option, run_command
+    from tests.waiting import wait_for
+
+    bot.engines.vc = converter
+    replies = await run_command(bot, BOB, "changer on", options=[option("voice", "es")])
+    assert replies.last[1] and "/join" in replies.last[0]
+    await run_command(bot, ADMIN, "join", permissions=MANAGE)
+    session = bot.sessions[GUILD]
+    replies = await run_command(bot, BOB, "changer on", options=[option("voice", "somebody")])
+    assert replies.last[1] and "not a voice-changer voice" in replies.last[0]
+    replies = await run_command(bot, BOB, "changer on", options=[option("voice", "es")])
+    assert replies.last[1] and "**es**" in replies.last[0] and "mute" in replies.last[0]
+
+    pcm = np.concatenate([tone(300, 1.0), silence(0.1)])
+    for i in range(0, len(pcm), 320):
+        session.feed_audio(BOB, pcm[i : i + 320].tobytes())
+    # Discord sends nothing while he is silent: the rest is converted once his audio stops.
+    sink = session.source
+    await wait_for(lambda: any(k[-1] == "voice" for k in sink.keys("finish")), 15, what="the changed voice played")
+    (key,) = {k for k in sink.keys("enqueue") if k[-1] == "voice"}
+    assert len(sink.audio[key]) / 2 / 22050 == pytest.approx(1.1, abs=0.05)
+    assert sink.keys("enqueue") == [key] * len(sink.keys("enqueue"))  # nothing was interpreted
+    replies = await run_command(bot, BOB, "changer off")
+    assert session.room.mode_of(str(BOB)) == "interpret"
+
+
+from tests.test_discord_bot import bot, discord_api  # noqa: E402, F401 - Discord fixtures (used by name)

@@ -97,7 +97,7 @@ class DiffusersImageEngine(ImageEngine):
             if dtype == "auto":
                 dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
             try:
-                pipe = DiffusionPipeline.from_pretrained(str(path), torch_dtype=getattr(torch, dtype))
+                pipe = DiffusionPipeline.from_pretrained(str(path), dtype=getattr(torch, dtype))
             except (OSError, ValueError, KeyError) as exc:
                 raise EngineUnavailableError(f"image.model '{self._model_name}' cannot be loaded: {exc}") from exc
             pipe.to(self.device)
