@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from bot.config import ENGINE_KINDS, OPTIONAL_ENGINE_KINDS, Settings
+from bot.config import ENGINE_KINDS, OPTIONAL_ENGINE_KINDS, EngineSettings, Settings
 from pipeline.cascade import Engines
 from pipeline.engines.base import Engine
 from pipeline.engines.calls import StageTimeouts
+from pipeline.errors import EngineUnavailableError
 from pipeline.engines.registry import create_engine, engine_class
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
@@ -46,8 +47,15 @@ def check_engines(settings: Settings) -> None:
             engine_class(kind, section.engine)
 
 
-def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
+def load_engines(
+    settings: Settings, *, warmup: bool = True, optional: tuple[str, ...] = OPTIONAL_ENGINE_KINDS
+) -> Engines:
     """Build, load and warm up the configured engines (blocking; call once per process).
+
+    The optional engines (``events``, ``vc``, ``image``) named in ``optional`` are loaded
+    when the profile has them; one whose model is not on this machine (or whose extra
+    is not installed) is left out with a warning naming what to do: the server runs
+    without that feature rather than not at all.
 
     Raises:
         ConfigError, ImportError: see :func:`check_engines`.
@@ -57,20 +65,16 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
     check_engines(settings)
     built: dict[str, Engine] = {}
     try:
-        for kind in (*ENGINE_KINDS, *OPTIONAL_ENGINE_KINDS):
+        for kind in (*ENGINE_KINDS, *(k for k in OPTIONAL_ENGINE_KINDS if k in optional)):
             cfg = settings.engine(kind) if kind in ENGINE_KINDS else settings.optional_engine(kind)
             if cfg is None:
                 continue
-            engine = create_engine(
-                kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options
-            )
-            started = time.monotonic()
-            logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
-            engine.load()
-            if warmup:
-                engine.warmup()
-            built[kind] = engine
-            logger.info(f"{kind} engine '{cfg.engine}' ready in {time.monotonic() - started:.2f} s")
+            try:
+                built[kind] = _load_one(kind, cfg, warmup)
+            except (EngineUnavailableError, ImportError) as exc:
+                if kind in ENGINE_KINDS:
+                    raise
+                logger.warning(f"{kind} engine '{cfg.engine}' is not available, so that feature is off: {exc}")
     except BaseException:
         for engine in built.values():
             engine.close()
@@ -86,6 +90,21 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         image=built.get("image"),  # type: ignore[arg-type]
     )
     return engines
+
+
+def _load_one(kind: str, cfg: EngineSettings, warmup: bool) -> Engine:
+    engine = create_engine(kind, cfg.engine, model=cfg.model, device=cfg.device, options=cfg.options)
+    started = time.monotonic()
+    logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
+    try:
+        engine.load()
+        if warmup:
+            engine.warmup()
+    except BaseException:
+        engine.close()
+        raise
+    logger.info(f"{kind} engine '{cfg.engine}' ready in {time.monotonic() - started:.2f} s")
+    return engine
 
 
 def segmenter_params(settings: Settings) -> SegmenterParams:

@@ -252,7 +252,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         tracks.append(SpeakerTrack(user_id=user, pcm=pcm, language=source))
         logger.info(f"{path}: {len(pcm) / 16000:.1f} s of audio, speaker '{user}' ({source})")
 
-    engines = load_engines(settings)
+    # Recordings carry laughter too (events); voices and pictures are for live rooms.
+    engines = load_engines(settings, optional=("events",))
     try:
         engines.check_languages([source], [target])
         result = asyncio.run(

@@ -47,6 +47,14 @@ _IGNORE = [
     "*.tflite", "*.ot", "coreml/*", "openvino/*",
 ]
 
+#: Files a kind of model needs, where its repository holds more (OpenVoice's repository
+#: has its base TTS too; diffusers repositories often carry a single-file checkpoint as
+#: large as the pipeline next to the pipeline's folders).
+_KIND_FILES: dict[str, list[str]] = {
+    "vc": ["converter/*", "base_speakers/ses/*"],
+    "image": ["model_index.json", "*/*"],
+}
+
 #: Where the ``polyvox models pull`` hint points when the profile is not known.
 _DEFAULT_PULL_HINT = "polyvox models pull --profile gpu"
 
@@ -128,6 +136,7 @@ def resolve_model(
         ImportError: ``huggingface_hub`` is not installed (hub names only).
     """
     label = f"{kind}.model " if kind else "model "
+    allow_patterns = allow_patterns or _KIND_FILES.get(kind)
     if is_local_path(name_or_path):
         path = Path(os.path.expanduser(name_or_path.strip()))
         if not path.exists():
@@ -175,7 +184,7 @@ def _download(
             snapshot_download(
                 repo_id,
                 allow_patterns=allow_patterns,
-                ignore_patterns=None if allow_patterns else _ignore_patterns(repo_id),
+                ignore_patterns=_ignore_patterns(repo_id),
             )
         )
     except GatedRepoError:
@@ -222,9 +231,10 @@ def configured_models(settings: Any) -> list[tuple[str, str]]:
             of kind → ``EngineSettings``, or an iterable of model names / paths /
             ``EngineSettings``.
     """
-    kinds = ("denoise", "vad_engine", "asr", "mt", "tts")
+    kinds = ("denoise", "vad_engine", "asr", "mt", "tts", "events", "vc", "image")
     if hasattr(settings, "engine") and callable(settings.engine):
         sections = [(kind, settings.engine(kind)) for kind in kinds]
+        sections = [(k, s) for k, s in sections if s is not None and getattr(s, "engine", "") != "none"]
     elif isinstance(settings, dict):
         sections = list(settings.items())
     else:
@@ -289,7 +299,7 @@ def pull(
                     model=model,
                 )
             label = f"{kind}.model " if kind else "model "
-            path = _download(model, label=label, pull_hint=pull_hint)
+            path = _download(model, label=label, pull_hint=pull_hint, allow_patterns=_KIND_FILES.get(kind))
             pulled.append(PulledModel(kind, model, path, local=False))
         return pulled
     finally:

@@ -136,7 +136,7 @@ def test_configured_models_reads_every_engine_section() -> None:
 
     settings = load_settings(profile="gpu")
     models = configured_models(settings)
-    assert [kind for kind, _ in models] == ["asr", "mt", "tts"]
+    assert [kind for kind, _ in models] == ["asr", "mt", "tts", "events", "vc", "image"]
     assert ("mt", "facebook/nllb-200-distilled-1.3B") in models
     assert configured_models(["a/b", "a/b", "/x.nemo"]) == [("", "a/b"), ("", "/x.nemo")]
 
@@ -159,7 +159,8 @@ def test_pull_command_reports_local_models(tmp_path: Path, no_network: list[obje
     tts = tmp_path / "xtts"
     tts.mkdir()
     settings = load_settings(
-        profile="gpu", overrides=[f"asr.model={asr}", f"mt.model={mt}", f"tts.model={tts}"]
+        profile="gpu",
+        overrides=[f"asr.model={asr}", f"mt.model={mt}", f"tts.model={tts}", "events.engine=none", "vc.engine=none", "image.engine=none"],
     )
     out = io.StringIO()
     assert pull_command(settings, progress=False, out=out) == 0
