@@ -13,8 +13,8 @@ from bot.config import ENGINE_KINDS, OPTIONAL_ENGINE_KINDS, EngineSettings, Sett
 from pipeline.cascade import Engines
 from pipeline.engines.base import Engine
 from pipeline.engines.calls import StageTimeouts
-from pipeline.errors import EngineUnavailableError
 from pipeline.engines.registry import create_engine, engine_class
+from pipeline.errors import EngineUnavailableError
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
 from pipeline.streaming import StreamingParams

@@ -76,7 +76,7 @@ def test_streaming_keeps_the_timing_in_small_chunks_faster_than_real_time(conver
     total = sum(len(c) for c in chunks) / rate
     assert total == pytest.approx(len(clip) / 16000, rel=0.05)
     # Small chunks, the first one as soon as a chunk and its look-ahead were heard.
-    assert max(len(c) for c in chunks) / rate <= 0.15
+    assert max(len(c) for c in chunks) / rate <= 0.17
     assert first_after == pytest.approx(converter.latency_s, abs=0.03)
     # Work, not wall time (the machine is shared): less CPU than the audio lasts.
     assert cpu < len(clip) / 16000

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUDIOSET_LABELS", "OPENVOICE_V2", "write_ast", "write_diffusion", "write_openvoice"]
+__all__ = ["AUDIOSET_LABELS", "OPENVOICE_V2", "build_diffusion", "write_ast", "write_diffusion", "write_openvoice"]
 
 #: A few AudioSet labels (the real checkpoint has 527).
 AUDIOSET_LABELS = ["Speech", "Laughter", "Crying, sobbing", "Sigh", "Music", "Silence"]
@@ -110,8 +110,15 @@ def _clip_tokenizer(folder: Path) -> None:
 
 
 def write_diffusion(folder: Path, *, production: bool = False) -> Path:
+    """:func:`build_diffusion`, saved with ``save_pretrained`` into ``folder``."""
+    build_diffusion(folder / "_tokenizer_source", production=production).save_pretrained(folder)
+    return folder
+
+
+def build_diffusion(tokenizer_dir: Path, *, production: bool = False) -> Any:
     """A Latent Consistency Model pipeline (random weights): SD 1.5 dimensions with
-    ``production``, else a tiny one that draws a 64x64 picture in tens of milliseconds."""
+    ``production`` (LCM Dreamshaper v7's shape), else a tiny one that draws a 64x64
+    picture in tens of milliseconds. The tokenizer's files are written to ``tokenizer_dir``."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -122,7 +129,6 @@ def write_diffusion(folder: Path, *, production: bool = False) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
-    tokenizer_dir = folder / "_tokenizer_source"
     _clip_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77)
     if production:
@@ -154,9 +160,7 @@ def write_diffusion(folder: Path, *, production: bool = False) -> Path:
             block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         )
-    pipe = LatentConsistencyModelPipeline(
+    return LatentConsistencyModelPipeline(
         vae=vae, text_encoder=CLIPTextModel(text), tokenizer=tokenizer, unet=unet, scheduler=LCMScheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder)
-    return folder

@@ -47,6 +47,18 @@ async function loadLanguages() {
   const other = info.hears.find((c) => c !== $("speaks").value) || info.hears[0];
   fillSelect($("hears"), info.hears, params.get("hears") || other);
   $("token-row").hidden = !info.token_required;
+  const features = info.features || {};
+  state.features = features;
+  if (features.voice_changer) {
+    for (const voice of features.voices || []) {
+      const option = document.createElement("option");
+      option.value = voice;
+      option.textContent = `on: speak in the voice ${voice}`;
+      $("changer").appendChild(option);
+    }
+    $("changer-row").hidden = false;
+  }
+  $("imagine").hidden = !features.images;
   $("room").value = params.get("room") || localStorage.getItem("polyvox.room") || "lobby";
   $("name").value = params.get("name") || localStorage.getItem("polyvox.name") || "";
   $("token").value = params.get("token") || "";
@@ -87,7 +99,8 @@ function renderParticipants() {
   list.innerHTML = "";
   for (const p of state.participants) {
     const item = document.createElement("li");
-    const voice = p.voice_cloned === false ? " · neutral voice" : "";
+    const voice = p.mode === "voice" ? ` · voice changer (${p.changer_voice || "default"})`
+      : p.voice_cloned === false ? " · neutral voice" : "";
     const via = p.via === "phone" ? " · by phone" : "";
     item.textContent = `${p.name} · speaks ${p.speaks} · hears ${p.hears}${voice}${via}`;
     if (p.id === state.participantId) item.className = "me";
@@ -131,6 +144,18 @@ function renderCaption(message) {
   }
 }
 
+function renderPicture(message) {
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = `data:image/png;base64,${message.png_base64}`;
+  img.alt = message.prompt;
+  const caption = document.createElement("figcaption");
+  caption.textContent = `${message.name}: ${message.caption}`;
+  figure.append(img, caption);
+  $("pictures").prepend(figure);
+  $("pictures-section").hidden = false;
+}
+
 function onMessage(event) {
   let message;
   try {
@@ -145,6 +170,9 @@ function onMessage(event) {
     state.notice = message.text;
     $("voice-notice").textContent = message.text;
     $("voice-notice").hidden = false;
+  } else if (message.type === "image") {
+    state.images = (state.images || []).concat([message]);
+    renderPicture(message);
   } else if (message.type === "participants") {
     state.participants = message.participants;
     renderParticipants();
@@ -182,6 +210,7 @@ async function join(event) {
       sdp: pc.localDescription.sdp, type: "offer", name,
       speaks: $("speaks").value, hears: $("hears").value, clone_voice: $("clone-voice").checked,
     };
+    if ($("changer").value) Object.assign(body, { mode: "voice", voice: $("changer").value });
     const token = $("token").value.trim();
     if (token) body.token = token;
     const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/join`, {
@@ -196,6 +225,7 @@ async function join(event) {
     localStorage.setItem("polyvox.room", room);
     localStorage.setItem("polyvox.name", name);
     $("leave").disabled = false;
+    $("imagine").disabled = false;
     for (const id of ["name", "room", "speaks", "hears", "token"]) $(id).disabled = true;
   } catch (error) {
     setStatus(`Could not join: ${error.message}`, "error");
@@ -229,6 +259,7 @@ async function leave() {
   renderParticipants();
   setStatus("Left the room");
   $("leave").disabled = true;
+  $("imagine").disabled = true;
   $("join").disabled = false;
   for (const id of ["name", "room", "speaks", "hears", "token"]) $(id).disabled = false;
 }
@@ -248,6 +279,19 @@ $("clone-voice").addEventListener("change", () => {
   if (channel && channel.readyState === "open") {
     channel.send(JSON.stringify({ type: "voice", clone: $("clone-voice").checked }));
   }
+});
+
+function send(message) {
+  const channel = state.channel;
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify(message));
+}
+
+// "Draw what I say": the next sentence becomes a picture for everyone in the room.
+$("imagine").addEventListener("click", () => send({ type: "imagine" }));
+// The voice changer applies during the call too.
+$("changer").addEventListener("change", () => {
+  const voice = $("changer").value;
+  send(voice ? { type: "mode", mode: "voice", voice } : { type: "mode", mode: "interpret" });
 });
 
 $("join-form").addEventListener("submit", join);
