@@ -219,6 +219,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from bot.app import interpretation_params, load_engines
     from pipeline.audio import load_audio
     from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
@@ -261,7 +263,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                 engines,
                 tracks,
                 [target],
-                params=interpretation_params(settings),
+                # Recordings are interpreted: the voice changer has its own command (convert).
+                params=replace(interpretation_params(settings), mode="interpret"),
                 realtime=args.realtime,
             )
         )

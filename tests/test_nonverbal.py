@@ -92,6 +92,19 @@ def test_the_classifier_scores_clips_in_one_batch(laughing_classifier):
     assert all(r[0].label == "Laughter" and r[0].score > 0.99 for r in results)
 
 
+def test_the_classifier_can_look_at_a_shorter_window_than_it_was_trained_on(tmp_path_factory):
+    path = shared_checkpoint(tmp_path_factory.getbasetemp(), "ast-laughter", lambda f: write_ast(f, force="Laughter"))
+    full = ASTAudioEventEngine(model=str(path), seconds=None)
+    short = ASTAudioEventEngine(model=str(path), seconds=0.64)  # 64 frames instead of 128
+    for engine in (full, short):
+        engine.load()
+    embeddings = [e._model.audio_spectrogram_transformer.embeddings.position_embeddings.detach() for e in (full, short)]
+    assert [tuple(p.shape[:2]) for p in embeddings] == [(1, 2 + 8 * 8), (1, 2 + 8 * 4)]
+    # The positions kept are the first time steps of every frequency row.
+    assert np.allclose(embeddings[1][0, 2:].reshape(8, 4, -1), embeddings[0][0, 2:].reshape(8, 8, -1)[:, :4])
+    assert short.classify([tone(LAUGH_HZ, 2.0)], 16000)[0][0].label == "Laughter"
+
+
 # -- through the cascade -------------------------------------------------------------------
 
 

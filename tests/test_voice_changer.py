@@ -258,3 +258,23 @@ async def test_changer_on_discord_speaks_the_member_in_the_chosen_voice(bot, con
 
 
 from tests.test_discord_bot import bot, discord_api  # noqa: E402, F401 - Discord fixtures (used by name)
+
+
+def test_settings_choose_voice_mode_and_the_optional_engines():
+    from bot.app import interpretation_params
+    from bot.config import load_settings
+    from pipeline.errors import ConfigError
+
+    settings = load_settings(
+        profile="offline",
+        overrides=["interpretation.mode=voice", "vc.engine=openvoice", "vc.model=/models/openvoice", "image.engine=none"],
+    )
+    params = interpretation_params(settings)
+    assert params.mode == "voice" and params.streaming.mode == "simultaneous"  # for those who choose to interpret
+    assert settings.optional_engine("vc").model == "/models/openvoice"
+    assert settings.optional_engine("image") is None and settings.optional_engine("events") is None
+    gpu = load_settings(profile="gpu")
+    assert gpu.optional_engine("image").model == "black-forest-labs/FLUX.1-schnell"
+    assert gpu.optional_engine("vc").model == "myshell-ai/OpenVoiceV2"
+    with pytest.raises(ConfigError, match="kinds"):
+        load_settings(profile="offline", overrides=["interpretation.nonverbal.kinds=[giggles]"])

@@ -199,6 +199,8 @@ class NonverbalProcessor(FrameProcessor):
             return
         for key in [k for k, o in opened.items() if o.settled]:
             del opened[key]
+        while len(opened) > 64:  # an utterance whose frames were lost must not stay forever
+            del opened[next(iter(opened))]
         await self._release(user)
 
     def _audio_of(self, utterance: Utterance) -> np.ndarray | None:

@@ -442,6 +442,8 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         if metrics is None:
             return
         result = frame.result
+        if result.utterance.kind == "voice":
+            return  # a voice-changer stretch is not an interpretation: keep the figures apart
         if result.dropped is not None:
             if result.transcript or result.dropped[0] != "asr":
                 metrics.inc("polyvox_utterances_dropped_total")
