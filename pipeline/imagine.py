@@ -17,7 +17,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ImageParams", "ImageRateLimiter", "strip_trigger"]
+__all__ = ["NO_IMAGE_MODEL", "ImageParams", "ImageRateLimiter", "strip_trigger"]
+
+#: Told to someone who asks for a picture where the profile draws nothing.
+NO_IMAGE_MODEL = (
+    "This server has no image model, so it cannot draw: the gpu and cpu profiles have one "
+    "(image.engine: diffusers)."
+)
 
 
 @dataclass

@@ -62,7 +62,7 @@ def list_voices(store: VoiceStore) -> str:
     voices = store.list()
     if not voices:
         return f"no voices stored in {store.data_dir}"
-    rows = [("user", "profile", "version", "speech", "enrolled", "cloning", "voice-changer target")]
+    rows = [("user", "profile", "version", "speech", "enrolled", "voice-changer target", "cloning")]
     for voice in voices:
         enrolled = (
             dt.datetime.fromtimestamp(voice.created).strftime("%Y-%m-%d %H:%M")
@@ -76,8 +76,8 @@ def list_voices(store: VoiceStore) -> str:
                 str(voice.version) if voice.version is not None else "-",
                 f"{voice.seconds:.1f} s" if voice.seconds is not None else "-",
                 enrolled,
-                "opted out" if voice.opted_out else "on",
                 "allowed" if voice.changer_target else "-",
+                "opted out" if voice.opted_out else "on",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -146,7 +146,7 @@ def run_voices_command(args: argparse.Namespace, settings: Any) -> int:
             f"{args.user}'s voice is no longer a voice-changer target" if removed
             else f"{args.user}'s voice was not a voice-changer target; nothing to withdraw"
         )
-    elif args.voices_command == "enroll" and args.changer_target:
+    elif args.voices_command == "enroll" and getattr(args, "changer_target", False):
         print(enroll_changer_target(store, settings, args.user, args.file))
     elif args.voices_command == "enroll":
         # Cheap checks first: the configuration, then the file (size, decoding, speech

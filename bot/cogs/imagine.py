@@ -30,7 +30,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     @app_commands.command(name="imagine", description="Say what you want to see: your next sentence becomes a picture")
     @app_commands.guild_only()
     async def imagine(self, interaction: discord.Interaction) -> None:
-        from pipeline.processors.imagine import NO_IMAGE_MODEL
+        from pipeline.imagine import NO_IMAGE_MODEL
 
         if self.bot.engines.image is None:
             raise CommandUserError(NO_IMAGE_MODEL)

@@ -13,17 +13,10 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipeline.engines.base import ImageEngine, MTEngine
 from pipeline.engines.calls import EngineCaller, StageTimeouts
 from pipeline.frames import ImageFrame, NoticeFrame, UtteranceTranscriptionFrame
-from pipeline.imagine import ImageParams, strip_trigger
+from pipeline.imagine import NO_IMAGE_MODEL, ImageParams, strip_trigger
 from pipeline.room import Room
 
 __all__ = ["ImageRequestProcessor"]
-
-#: Told to someone whose profile draws nothing.
-NO_IMAGE_MODEL = (
-    "This server has no image model, so it cannot draw: the gpu and cpu profiles have one "
-    "(image.engine: diffusers)."
-)
-
 
 class ImageRequestProcessor(FrameProcessor):
     """Watches final transcripts for picture requests and draws them in the background.

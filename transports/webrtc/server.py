@@ -630,7 +630,7 @@ class RoomServer:
         if not room.session.request_image(pid):
             text = "Pictures are off on this server."
         elif self.engines.image is None:
-            from pipeline.processors.imagine import NO_IMAGE_MODEL
+            from pipeline.imagine import NO_IMAGE_MODEL
 
             text = NO_IMAGE_MODEL
         else:
