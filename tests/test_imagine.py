@@ -201,27 +201,61 @@ async def test_draw_what_i_say_in_the_page_shows_the_picture_to_everyone(offline
         assert picture(base64.b64decode(message["png_base64"])).size == (64, 64)
 
 
-async def test_imagine_on_discord_posts_the_picture_with_what_was_said(bot, drawer):  # noqa: F811
-    bot.engines.image = drawer
-    bot.factory.params = dataclasses.replace(bot.factory.params, images=ImageParams())
-    replies = await run_command(bot, ALICE, "imagine")
+@pytest.fixture
+async def speaking_bot(tmp_path, discord_api, offline, drawer):  # noqa: F811
+    """The Discord bot of ``tests/test_discord_bot.py`` with the offline engines (real
+    recognition of recorded speech) and the tiny image pipeline."""
+    import discord
+
+    from bot.app import interpretation_params
+    from bot.discord_bot import DiscordSettings, PolyvoxBot
+    from pipeline.session import SessionFactory
+    from tests.test_discord_bot import FakeVoiceIO, guild_payload
+    from transports.discord.session import SessionParams
+
+    settings, engines = offline
+    params = dataclasses.replace(interpretation_params(settings), segmenter=FAST, listener_languages=["es"])
+    factory = SessionFactory(dataclasses.replace(engines, image=drawer), params)
+    client = PolyvoxBot(
+        settings=settings, factory=factory, voice_io=FakeVoiceIO(),
+        discord_settings=DiscordSettings(database=str(tmp_path / "discord.sqlite3"), sync_commands=False),
+    )
+    client.session_params = lambda: SessionParams(watch_interval_s=0.05)
+    await client._async_setup_hook()
+    state = client._connection
+    state.user = discord.ClientUser(state=state, data=await client.http.static_login("test-token"))
+    state._add_guild_from_data(guild_payload())
+    await client.load_extensions()
+    client.api = discord_api
+    yield client
+    for session in list(client.sessions.values()):
+        await session.stop()
+    await client.http.close()
+
+
+@pytest.mark.slow
+async def test_imagine_on_discord_posts_the_picture_of_what_was_said(speaking_bot, flite_speech):
+    replies = await run_command(speaking_bot, ALICE, "imagine")
     assert replies.last[1] and "Join the voice channel" in replies.last[0]
-    await run_command(bot, ADMIN, "join", permissions=MANAGE)
-    session = bot.sessions[GUILD]
-    replies = await run_command(bot, ALICE, "imagine")
+    await run_command(speaking_bot, ADMIN, "join", permissions=MANAGE)
+    session = speaking_bot.sessions[GUILD]
+    replies = await run_command(speaking_bot, ALICE, "imagine")
     assert replies.last == ("Say what I should draw: your next sentence becomes a picture, posted here.", True)
 
-    def alice_talks() -> None:
-        pcm = np.concatenate([tone(440, 0.5), silence(0.5)])
+    clip = flite_speech[0]  # "the weather is very good today", recorded by flite
+
+    def alice_talks() -> None:  # the voice receiver's thread, at the pace Discord sends
+        pcm = np.concatenate([clip.pcm, silence(0.8)])
         for i in range(0, len(pcm), 320):
             session.feed_audio(ALICE, pcm[i : i + 320].tobytes())
-            time.sleep(0.002)
+            time.sleep(0.01)
 
     await asyncio.to_thread(alice_talks)
-    await wait_for(lambda: bot.api.uploads, 30, what="the picture posted")
-    ((channel, name, png),) = bot.api.uploads
+    await wait_for(lambda: speaking_bot.api.uploads, 60, what="the picture posted")
+    ((channel, name, png),) = speaking_bot.api.uploads
     assert channel == TEXT and name == "picture.png" and picture(png).size == (64, 64)
-    assert any(c == TEXT and "**Alice** asked for: Tone 440." in text for c, text in bot.api.messages)
+    (text,) = [t for c, t in speaking_bot.api.messages if c == TEXT and "asked for" in t]
+    assert text.startswith("**Alice** asked for: ") and "weather" in text.lower()
 
 
 async def test_imagine_on_discord_without_an_image_model_says_so(bot):  # noqa: F811

@@ -53,7 +53,7 @@ async function loadLanguages() {
     for (const voice of features.voices || []) {
       const option = document.createElement("option");
       option.value = voice;
-      option.textContent = `on: speak in the voice ${voice}`;
+      option.textContent = `speak as: ${voice}`;
       $("changer").appendChild(option);
     }
     $("changer-row").hidden = false;
