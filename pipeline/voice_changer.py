@@ -10,6 +10,7 @@ of someone who enrolled it *and* allowed it to be used as a voice-changer target
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,6 @@ async def resolve_changer_voice(engine: VoiceConversionEngine, consent: Any | No
         VoiceTargetError: no such neutral voice, and no enrolled target by that name
             (or its owner did not allow it, or refused cloning).
     """
-    import asyncio
-
     neutral = await asyncio.to_thread(engine.neutral_voices)
     if name is None or name == "":
         name = neutral[0]

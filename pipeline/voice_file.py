@@ -28,7 +28,7 @@ from pipeline.processors.voice_changer import VoiceChangerProcessor
 from pipeline.room import Room
 from pipeline.voice_changer import ChangerVoice, VoiceChangerParams
 
-__all__ = ["ConvertedChunk", "VoiceConversionResult", "run_voice_changer_on_file"]
+__all__ = ["ConvertedChunk", "VoiceConversionResult", "describe", "run_voice_changer_on_file"]
 
 _RATE = 16000
 

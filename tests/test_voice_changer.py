@@ -278,3 +278,53 @@ def test_settings_choose_voice_mode_and_the_optional_engines():
     assert gpu.optional_engine("vc").model == "myshell-ai/OpenVoiceV2"
     with pytest.raises(ConfigError, match="kinds"):
         load_settings(profile="offline", overrides=["interpretation.nonverbal.kinds=[giggles]"])
+
+
+async def test_switching_back_to_interpretation_finishes_the_voice_and_interprets_what_follows(converter):
+    from pipecat.processors.frame_processor import FrameProcessor
+
+    from pipeline.file_mode import FileTransport
+    from pipeline.frames import UtteranceTranscriptionFrame, VoiceChangedAudioFrame
+    from pipeline.segmenter import SegmenterParams
+    from tests.waiting import wait_for
+
+    seen: list = []
+
+    class Spy(FrameProcessor):
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, (VoiceChangedAudioFrame, UtteranceTranscriptionFrame)):
+                seen.append(frame)
+            await self.push_frame(frame, direction)
+
+    transport = FileTransport()
+    params = InterpretationParams(streaming=None, segmenter=SegmenterParams(min_silence_ms=300, preroll_ms=0, postroll_ms=0))
+    session = InterpretationSession(fake_engines(vc=converter), transport, params, extra_processors=lambda _r: [Spy()])
+    await session.start()
+    await transport.input().ready.wait()
+
+    async def say(pcm: np.ndarray) -> None:
+        for i in range(0, len(pcm), 320):
+            await transport.input().feed("ann", pcm[i : i + 320])
+
+    try:
+        await session.set_mode("ann", "voice", voice="es")
+        await say(speech(1.0))
+
+        def converted_s() -> float:
+            chunks = [f for f in seen if isinstance(f, VoiceChangedAudioFrame)]
+            return sum(len(f.audio) // 2 for f in chunks) / converter.sample_rate
+
+        # The rest (one chunk and the look-ahead) waits for more audio, or a flush.
+        await wait_for(lambda: converted_s() >= 1.0 - converter.latency_s - 0.02, 20, what="her changed voice")
+        await session.set_mode("ann", "interpret")
+        await say(np.concatenate([silence(0.3), tone(440, 0.5), silence(0.6)]))
+        await wait_for(lambda: any(isinstance(f, UtteranceTranscriptionFrame) for f in seen), 20, what="the transcript")
+    finally:
+        await session.stop()
+    converted = [f for f in seen if isinstance(f, VoiceChangedAudioFrame)]
+    assert sum(len(f.audio) // 2 for f in converted) / converter.sample_rate == pytest.approx(1.0, abs=0.05)
+    assert [f.text for f in seen if isinstance(f, UtteranceTranscriptionFrame)] == ["Tone 440."]
+    # Back to back from the start: no interpret-mode audio moved the clock in between.
+    rate = converter.sample_rate
+    assert [round(f.offset * rate) for f in converted[1:]] == [round(f.offset * rate) + len(f.audio) // 2 for f in converted[:-1]]

@@ -86,8 +86,14 @@ class VoiceChangerProcessor(UserLaneProcessor):
             and isinstance(frame, UserAudioRawFrame)
             and self._room.mode_of(frame.user_id or "") != "voice"
         ):
-            if (frame.user_id or "") in self._changers:
+            changer = self._changers.get(frame.user_id or "")
+            if changer is not None and changer.buffered:
                 await self._enqueue(_FlushFrame(user_id=frame.user_id or ""))  # they left voice mode
+            elif changer is not None:
+                # Keep their clock running, should they come back to voice mode.
+                seconds = len(frame.audio) / 2 / _RATE
+                changer.position += seconds
+                changer.emitted += seconds
             await super(UserLaneProcessor, self).process_frame(frame, direction)
             await self.push_frame(frame, direction)
             return
@@ -155,12 +161,13 @@ class VoiceChangerProcessor(UserLaneProcessor):
         changer = self._changers.get(user)
         if changer is None or not changer.buffered:
             return
-        changer.buffered = False
         chunks = await self.engine_call(changer.stream.flush, timeout_s=self.timeouts.base_s)
         for chunk in chunks:
             await self._emit(user, changer, chunk)
-        # Whatever the resampler kept, the output clock follows the input's from here.
+        # Whatever the resampler kept, the output clock follows the input's from here
+        # (and only from here does audio passing by in interpret mode move the clocks).
         changer.emitted = changer.position
+        changer.buffered = False
         await self._end_stretch(changer)
 
     async def _emit(self, user: str, changer: _Changer, chunk: np.ndarray) -> None:
