@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -437,8 +438,6 @@ class InterpretationSession:
         images = self.params.images
         if images is None:
             return False
-        import time
-
         self.room.participant(user_id).imagine_until = time.monotonic() + images.request_s
         return True
 
