@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from bot.config import ENGINE_KINDS, ASRSettings, EngineSettings, Settings
+from bot.config import ENGINE_KINDS, OPTIONAL_ENGINE_KINDS, ASRSettings, EngineSettings, Settings
 from bot.engines_settings import REMOTE_STAGES
 from pipeline.cascade import Engines
 from pipeline.engines.base import ASREngine, Engine
 from pipeline.engines.calls import StageTimeouts
 from pipeline.engines.registry import create_engine, engine_class
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EngineUnavailableError
 from pipeline.processors.language_id import LanguageIDParams
 from pipeline.segmenter import SegmenterParams
 from pipeline.session import InterpretationParams, SessionFactory
@@ -57,6 +57,10 @@ def check_engines(settings: Settings) -> None:
         engine_class(kind, settings.engine(kind).engine)
     if remote and importlib.util.find_spec("ray") is None:
         raise ImportError("engines.backend: ray needs Ray Serve: pip install 'polyvox[ray]'")
+    for kind in OPTIONAL_ENGINE_KINDS:
+        section = settings.optional_engine(kind)
+        if section is not None:
+            engine_class(kind, section.engine)
     if not remote:
         for language, route in settings.asr.routes.items():
             try:
@@ -113,11 +117,18 @@ def language_id_params(settings: Settings) -> LanguageIDParams:
     )
 
 
-def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
+def load_engines(
+    settings: Settings, *, warmup: bool = True, optional: tuple[str, ...] = OPTIONAL_ENGINE_KINDS
+) -> Engines:
     """Build, load and warm up the configured engines (blocking; call once per process).
 
     With ``engines.backend: ray``, ASR, MT and TTS are remote engines on the engines app
     (``polyvox engines serve``): their capabilities come from the deployed engines.
+
+    The optional engines (``events``, ``vc``, ``image``) named in ``optional`` are loaded
+    when the profile has them; one whose model is not on this machine (or whose extra
+    is not installed) is left out with a warning naming what to do: the server runs
+    without that feature rather than not at all.
 
     Raises:
         ConfigError, ImportError: see :func:`check_engines`.
@@ -131,9 +142,10 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         connection.connect()  # before loading anything: an unreachable app is one quick error
     built: dict[str, Engine] = {}
     try:
-        for kind in ENGINE_KINDS:
-            cfg = settings.engine(kind)
-            started = time.monotonic()
+        for kind in (*ENGINE_KINDS, *(k for k in OPTIONAL_ENGINE_KINDS if k in optional)):
+            cfg = settings.engine(kind) if kind in ENGINE_KINDS else settings.optional_engine(kind)
+            if cfg is None:
+                continue
             if connection is not None and kind in REMOTE_STAGES:
                 from pipeline.engines.remote import remote_engine
 
@@ -142,18 +154,17 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
                 built[kind] = engine
                 logger.info(f"{kind} engine '{engine.name}' on Ray Serve ('{connection.app_name}' app)")
                 continue
-            engine = create_asr_engine(settings.asr) if kind == "asr" else _build(kind, cfg)
-            logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
             if kind == "asr" and settings.asr.routes:
                 logger.info(
                     "asr routes: "
                     + ", ".join(f"{lang} → {r.engine} {r.model}" for lang, r in sorted(settings.asr.routes.items()))
                 )
-            engine.load()
-            if warmup:
-                engine.warmup()
-            built[kind] = engine
-            logger.info(f"{kind} engine '{cfg.engine}' ready in {time.monotonic() - started:.2f} s")
+            try:
+                built[kind] = _load_one(kind, cfg, warmup, asr=settings.asr)
+            except (EngineUnavailableError, ImportError) as exc:
+                if kind in ENGINE_KINDS:
+                    raise
+                logger.warning(f"{kind} engine '{cfg.engine}' is not available, so that feature is off: {exc}")
     except BaseException:
         for engine in built.values():
             engine.close()
@@ -165,6 +176,9 @@ def load_engines(settings: Settings, *, warmup: bool = True) -> Engines:
         mt=built["mt"],  # type: ignore[arg-type]
         tts=built["tts"],  # type: ignore[arg-type]
         language_id=language_id_params(settings),
+        events=built.get("events"),  # type: ignore[arg-type]
+        vc=built.get("vc"),  # type: ignore[arg-type]
+        image=built.get("image"),  # type: ignore[arg-type]
     )
     return engines
 
@@ -180,6 +194,21 @@ def remote_connection(settings: Settings) -> RayEnginesConnection:
         connect_timeout_s=cfg.connect_timeout_s,
         call_timeout_s=cfg.call_timeout_s,
     )
+
+
+def _load_one(kind: str, cfg: EngineSettings, warmup: bool, *, asr: ASRSettings) -> Engine:
+    engine = create_asr_engine(asr) if kind == "asr" else _build(kind, cfg)
+    started = time.monotonic()
+    logger.info(f"loading {kind} engine '{cfg.engine}'" + (f" ({cfg.model})" if cfg.model else ""))
+    try:
+        engine.load()
+        if warmup:
+            engine.warmup()
+    except BaseException:
+        engine.close()
+        raise
+    logger.info(f"{kind} engine '{cfg.engine}' ready in {time.monotonic() - started:.2f} s")
+    return engine
 
 
 def segmenter_params(settings: Settings) -> SegmenterParams:
@@ -205,10 +234,17 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
             first_profile_s=settings.voices.first_profile_s,
             max_speech_s=max(settings.voices.max_capture_s, settings.voices.first_profile_s),
         )
+    from pipeline.imagine import ImageParams
+    from pipeline.nonverbal import NonverbalParams
+    from pipeline.voice_changer import VoiceChangerParams
+
     live = settings.interpretation
     streaming = None
     if live.streaming:
-        streaming = StreamingParams(**live.model_dump(exclude={"streaming"}))
+        policy = live.model_dump(exclude={"streaming", "nonverbal", "voice_changer", "images"})
+        if policy["mode"] == "voice":
+            policy["mode"] = "simultaneous"  # for those who choose interpretation
+        streaming = StreamingParams(**policy)
     return InterpretationParams(
         segmenter=segmenter_params(settings),
         streaming=streaming,
@@ -224,6 +260,10 @@ def interpretation_params(settings: Settings) -> InterpretationParams:
             per_char_s=settings.pipeline.engine_timeout_per_char_s,
         ),
         engine_concurrency=settings.pipeline.engine_concurrency,
+        mode="voice" if live.mode == "voice" else "interpret",
+        nonverbal=NonverbalParams(**live.nonverbal.model_dump()),
+        voice_changer=VoiceChangerParams(**live.voice_changer.model_dump()),
+        images=ImageParams(**live.images.model_dump()),
     )
 
 
@@ -238,7 +278,11 @@ def voice_consent(settings: Settings, engines: Engines | None = None) -> VoiceCo
     from voices.store import VoiceStore
 
     store = VoiceStore(voices_data_dir(settings), vad=engines.vad if engines is not None else None)
-    return VoiceConsent(store, engine=engines.tts if engines is not None else None)
+    return VoiceConsent(
+        store,
+        engine=engines.tts if engines is not None else None,
+        converter=engines.vc if engines is not None else None,
+    )
 
 
 def session_factory(settings: Settings, engines: Engines, *, consent: VoiceConsent | None = None) -> SessionFactory:

@@ -1,6 +1,7 @@
 """The ``polyvox`` command line.
 
 ``polyvox translate IN... --from en --to es -o OUT.wav`` interprets recordings;
+``polyvox convert IN --voice NAME -o OUT.wav`` changes a recording's voice;
 ``polyvox serve`` starts the server; ``polyvox config`` shows the resolved settings;
 ``polyvox doctor`` checks the machine.
 Errors are one line on stderr and a non-zero exit status, never a traceback.
@@ -125,6 +126,21 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bars on stderr (default: when stderr is a terminal)",
     )
     _common(tr)
+
+    conv = sub.add_parser(
+        "convert",
+        help="the voice changer on a recording: the same speech in another voice, no text in between",
+        description=(
+            "Convert a recording into another voice through the live voice changer (chunk by chunk, "
+            "timing kept). VOICE is a neutral voice of the engine or someone who enrolled their voice "
+            "as a voice-changer target (polyvox voices enroll NAME FILE --changer-target)."
+        ),
+    )
+    conv.add_argument("input", metavar="IN", help="audio file (wav, mp3, ogg, flac, ...)")
+    conv.add_argument("--voice", metavar="NAME", help="target voice (default: the engine's first neutral voice)")
+    conv.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="where to write the converted audio")
+    conv.add_argument("--realtime", action="store_true", help="feed audio at real-time pace (for latency measurements)")
+    _common(conv)
 
     serve = sub.add_parser(
         "serve",
@@ -345,6 +361,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from bot.app import interpretation_params, load_engines
     from pipeline.audio import load_audio
     from pipeline.file_mode import SpeakerTrack, run_cascade_on_tracks, write_outputs
@@ -382,7 +400,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from bot.preflight import check_models_present
 
     check_models_present(settings)
-    engines = load_engines(settings)
+    # Recordings carry laughter too (events); voices and pictures are for live rooms.
+    engines = load_engines(settings, optional=("events",))
     bars = args.progress if args.progress is not None else sys.stderr.isatty()
     total_s = max(len(t.pcm) for t in tracks) / 16000
     try:
@@ -394,7 +413,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                     engines,
                     tracks,
                     [target],
-                    params=interpretation_params(settings),
+                    # Recordings are interpreted: the voice changer has its own command (convert).
+                    params=replace(interpretation_params(settings), mode="interpret"),
                     realtime=args.realtime,
                     progress=not bars,
                     on_progress=progress.update,
@@ -457,6 +477,47 @@ def latency_headline(latency: dict, *, realtime: bool) -> str | None:
     )
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.audio import load_audio, write_wav
+    from pipeline.engines.registry import create_engine
+    from pipeline.errors import ConfigError
+    from pipeline.voice_changer import resolve_changer_voice
+    from pipeline.voice_file import describe, run_voice_changer_on_file
+    from voices.cli import voices_data_dir
+    from voices.consent import VoiceConsent
+    from voices.store import VoiceStore
+
+    settings = _settings(args)
+    section = settings.optional_engine("vc")
+    if section is None:
+        raise ConfigError(
+            f"profile '{settings.profile}' has no voice-conversion engine: use --profile cpu or gpu, "
+            "or --set vc.engine=openvoice"
+        )
+    pcm = load_audio(args.input)  # a bad file fails before any model loads
+    engine = create_engine("vc", section.engine, model=section.model, device=section.device, options=section.options)
+    try:
+        engine.load()
+        consent = VoiceConsent(VoiceStore(voices_data_dir(settings)), converter=engine)
+
+        async def run():  # type: ignore[no-untyped-def]
+            voice = await resolve_changer_voice(engine, consent, args.voice)  # type: ignore[arg-type]
+            from bot.app import interpretation_params
+
+            params = interpretation_params(settings).voice_changer
+            return voice, await run_voice_changer_on_file(engine, pcm, voice, params=params, realtime=args.realtime)  # type: ignore[arg-type]
+
+        voice, result = asyncio.run(run())
+    finally:
+        engine.close()
+    write_wav(args.output, result.audio, result.sample_rate)
+    summary = describe(result)
+    logger.info(f"{args.input} → {args.output} in the voice '{voice.name}': {json.dumps(summary)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``polyvox`` console script."""
     parser = _parser()
@@ -466,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         "translate": _cmd_translate,
+        "convert": _cmd_convert,
         "serve": _cmd_serve,
         "config": _cmd_config,
         "doctor": _cmd_doctor,

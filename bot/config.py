@@ -23,8 +23,12 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENGINE_KINDS",
     "ASRSettings",
+    "OPTIONAL_ENGINE_KINDS",
     "EngineSettings",
     "EnginesSettings",
+    "ImageSettings",
+    "NonverbalSettings",
+    "VoiceChangerSettings",
     "InterpretationSettings",
     "LanguageIdentificationSettings",
     "LanguageSettings",
@@ -44,6 +48,9 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
 #: Engine sections, in pipeline order. ``vad_engine`` picks the VAD model; ``vad`` tunes
 #: the segmentation.
 ENGINE_KINDS = ("denoise", "vad_engine", "asr", "mt", "tts")
+#: Engine sections a profile may leave out (``engine: none`` turns one off): audio events
+#: (non-verbal sounds), voice conversion (the voice changer), text to image.
+OPTIONAL_ENGINE_KINDS = ("events", "vc", "image")
 
 
 class _Strict(BaseModel):
@@ -204,15 +211,53 @@ class VoicesSettings(_Strict):
     max_capture_s: float = Field(30.0, gt=0.0, le=120.0)
 
 
+NonverbalKind = Literal["laughs", "cries", "sighs", "gasps", "screams", "coughs"]
+_DEFAULT_KINDS: tuple[NonverbalKind, ...] = ("laughs", "cries", "sighs")
+
+
+class NonverbalSettings(_Strict):
+    """Laughter, crying and sighs carried through; see ``pipeline.nonverbal.NonverbalParams``."""
+
+    enabled: bool = True
+    kinds: list[NonverbalKind] = Field(default_factory=lambda: list(_DEFAULT_KINDS))
+    threshold: float = Field(0.3, gt=0.0, le=1.0)
+    gate_dbfs: float = Field(-40.0, ge=-90.0, le=0.0)
+    min_ms: int = Field(300, ge=50, le=10000)
+    gap_ms: int = Field(200, ge=0, le=5000)
+    max_s: float = Field(8.0, gt=0.0, le=60.0)
+
+
+class VoiceChangerSettings(_Strict):
+    """Voice mode; see ``pipeline.voice_changer.VoiceChangerParams``."""
+
+    default_voice: str | None = None
+    gate_dbfs: float = Field(-50.0, ge=-90.0, le=0.0)
+    gap_ms: int = Field(400, ge=20, le=10000)
+    idle_flush_ms: int = Field(250, ge=20, le=10000)
+    max_stretch_s: float = Field(10.0, gt=0.0, le=120.0)
+
+
+class ImageSettings(_Strict):
+    """Speech-to-image; see ``pipeline.imagine.ImageParams``."""
+
+    trigger: str | None = None
+    per_user: int = Field(3, ge=1, le=1000)
+    window_s: float = Field(60.0, gt=0.0, le=86400.0)
+    request_s: float = Field(30.0, gt=0.0, le=600.0)
+    max_wait_s: float = Field(600.0, gt=0.0, le=3600.0)
+
+
 class InterpretationSettings(_Strict):
     """Live interpretation; see ``pipeline.streaming.StreamingParams``.
 
     ``streaming: false`` (or an ASR engine that cannot stream) interprets each utterance
-    once its speaker paused for ``vad.min_silence_ms``.
+    once its speaker paused for ``vad.min_silence_ms``. ``mode: voice`` makes every
+    room a voice changer (speech heard in another voice, no text; a ``vc`` engine is
+    needed); participants may choose either mode for themselves.
     """
 
     streaming: bool = True
-    mode: Literal["simultaneous", "consecutive"] = "simultaneous"
+    mode: Literal["simultaneous", "consecutive", "voice"] = "simultaneous"
     speculate: bool = True
     speculate_after_ms: int = Field(96, ge=0, le=2000)
     hangover_sentence_ms: int = Field(250, ge=0, le=5000)
@@ -222,6 +267,9 @@ class InterpretationSettings(_Strict):
     commit_min_words: int = Field(4, ge=1, le=100)
     commit_gap_ms: int = Field(150, ge=0, le=5000)
     commit_max_wait_s: float = Field(2.5, gt=0.0, le=60.0)
+    nonverbal: NonverbalSettings = NonverbalSettings()
+    voice_changer: VoiceChangerSettings = VoiceChangerSettings()
+    images: ImageSettings = ImageSettings()
 
 
 class ServerSettings(_Strict):
@@ -237,6 +285,9 @@ class _Profile(_Strict):
     tts: EngineSettings
     denoise: EngineSettings = EngineSettings(engine="none")
     vad_engine: EngineSettings = EngineSettings(engine="silero")
+    events: EngineSettings | None = None
+    vc: EngineSettings | None = None
+    image: EngineSettings | None = None
 
 
 class Settings(_Strict):
@@ -248,6 +299,9 @@ class Settings(_Strict):
     tts: EngineSettings
     denoise: EngineSettings
     vad_engine: EngineSettings
+    events: EngineSettings | None = None
+    vc: EngineSettings | None = None
+    image: EngineSettings | None = None
     vad: VADSettings = VADSettings()
     languages: LanguageSettings = LanguageSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -262,11 +316,17 @@ class Settings(_Strict):
         """The settings of engine section ``kind`` (one of ``ENGINE_KINDS``)."""
         return getattr(self, kind)
 
+    def optional_engine(self, kind: str) -> EngineSettings | None:
+        """An optional engine section (``OPTIONAL_ENGINE_KINDS``), ``None`` when the
+        profile has none or it is set to ``engine: none``."""
+        section = getattr(self, kind)
+        return None if section is None or section.engine == "none" else section
+
 
 _SECTIONS = (
     "vad", "languages", "pipeline", "interpretation", "server", "webrtc", "discord", "voices", "engines",
 )
-_TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS}
+_TOP_LEVEL = {"profile", "profiles", *_SECTIONS, *ENGINE_KINDS, *OPTIONAL_ENGINE_KINDS}
 
 
 def _check_language(value: str) -> str:
@@ -404,6 +464,13 @@ def load_settings(
             raise ConfigError(f"{config_path}: {kind}: expected a section, got {over!r}")
         base = profile_body.get(kind) or (_Profile.model_fields[kind].default.model_dump())
         resolved[kind] = _merge(base, over)
+    for kind in OPTIONAL_ENGINE_KINDS:
+        over = raw.get(kind) or {}
+        if not isinstance(over, dict):
+            raise ConfigError(f"{config_path}: {kind}: expected a section, got {over!r}")
+        base = profile_body.get(kind) or {}
+        if base or over:
+            resolved[kind] = _merge(base, over)
     for section in _SECTIONS:
         if raw.get(section) is not None:
             resolved[section] = raw[section]

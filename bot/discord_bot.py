@@ -53,7 +53,7 @@ __all__ = [
 TOKEN_ENV = "DISCORD_TOKEN"
 
 #: The cogs, loaded as extensions in this order.
-EXTENSIONS = ("bot.cogs.rooms", "bot.cogs.voice")
+EXTENSIONS = ("bot.cogs.rooms", "bot.cogs.voice", "bot.cogs.changer", "bot.cogs.imagine")
 
 
 class CommandUserError(app_commands.AppCommandError):
@@ -184,6 +184,8 @@ class PolyvoxBot(commands.AutoShardedBot):
         self.guild_store = guild_store or GuildSettingsStore(db, default_languages=default_languages)
         self.voice_io = voice_io
         self.sessions: dict[int, VoiceSession] = {}
+        #: Where each member's picture requests are answered: (guild, user) → text channel.
+        self.picture_channels: dict[tuple[int, int], Any] = {}
         self._empty_timers: dict[int, asyncio.TimerHandle] = {}
 
     async def setup_hook(self) -> None:
@@ -264,6 +266,8 @@ class PolyvoxBot(commands.AutoShardedBot):
             send_caption=self.captions_sender(guild),
             speaker_name=lambda uid: _display_name(guild, uid),
             on_closed=self._session_closed,
+            post_image=lambda image, speaker: self.post_image(guild, image, speaker),
+            notify=lambda notice: self.notify(guild, notice),
         )
         for member in channel.members:
             await self.register_member(session, member)
@@ -274,6 +278,33 @@ class PolyvoxBot(commands.AutoShardedBot):
             self.sessions.pop(guild.id, None)
             raise
         return session
+
+    def _picture_channel(self, guild: discord.Guild, user_id: str) -> Any:
+        """Where a member's pictures go: where they ran ``/imagine``, else the captions channel."""
+        channel = self.picture_channels.get((guild.id, int(user_id))) if user_id.isdigit() else None
+        if channel is None:
+            channel_id = self.guild_store.guild(guild.id).captions_channel_id
+            channel = guild.get_channel(channel_id) if channel_id else None
+        return channel
+
+    async def post_image(self, guild: discord.Guild, image: Any, speaker: str) -> None:
+        """Post a picture to the text channel, the request as its caption."""
+        import io
+
+        channel = self._picture_channel(guild, image.user_id)
+        if channel is None:
+            logger.info(f"a picture for {image.user_id} has no text channel to go to (/imagine or /captions on)")
+            return
+        caption = f"**{speaker}** asked for: {image.caption}"
+        if image.prompt != image.caption:
+            caption += f"\n> {image.prompt}"
+        await channel.send(caption[:2000], file=discord.File(io.BytesIO(image.png), filename="picture.png"))
+
+    async def notify(self, guild: discord.Guild, notice: Any) -> None:
+        """Tell a member about their picture request, where they made it."""
+        channel = self._picture_channel(guild, notice.user_id)
+        if channel is not None and notice.user_id.isdigit():
+            await channel.send(f"<@{notice.user_id}> {notice.text}"[:2000])
 
     async def stop_session(self, guild_id: int) -> bool:
         """Leave the guild's voice channel; ``False`` when there was none."""

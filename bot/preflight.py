@@ -66,7 +66,11 @@ def check_models_present(settings) -> None:  # type: ignore[no-untyped-def]
         ModelMissingError: one that is neither (the message names it and the pull command).
         ImportError: hub models without ``huggingface_hub``.
     """
+    from bot.config import OPTIONAL_ENGINE_KINDS
     from pipeline.models import check_models
 
-    for status in check_models(settings):
-        logger.info(f"{status.problem}: downloading it now")
+    for status in check_models(settings, optional=OPTIONAL_ENGINE_KINDS):
+        if status.fetchable:
+            logger.info(f"{status.problem}: downloading it now")
+        else:  # its feature is off; load_engines leaves the engine out
+            logger.warning(f"{status.problem}; that feature is off")

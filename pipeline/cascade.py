@@ -13,7 +13,17 @@ from typing import Any
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
-from pipeline.engines.base import ASREngine, DenoiseEngine, Engine, MTEngine, TTSEngine, VADEngine
+from pipeline.engines.base import (
+    ASREngine,
+    AudioEventEngine,
+    DenoiseEngine,
+    Engine,
+    ImageEngine,
+    MTEngine,
+    TTSEngine,
+    VADEngine,
+    VoiceConversionEngine,
+)
 from pipeline.engines.calls import StageTimeouts
 from pipeline.errors import UnsupportedLanguageError
 from pipeline.languages import LanguageSupport, display_name, is_auto
@@ -38,7 +48,11 @@ __all__ = ["Engines", "build_cascade"]
 
 @dataclass
 class Engines:
-    """The loaded engines of one process, shared by every room."""
+    """The loaded engines of one process, shared by every room.
+
+    ``events`` (non-verbal sounds), ``vc`` (the voice changer) and ``image``
+    (speech-to-image) are optional: a profile without one simply lacks that feature.
+    """
 
     denoise: DenoiseEngine
     vad: VADEngine
@@ -47,6 +61,9 @@ class Engines:
     tts: TTSEngine
     #: How ``auto`` spoken languages are identified with these engines.
     language_id: LanguageIDParams = field(default_factory=LanguageIDParams)
+    events: AudioEventEngine | None = None
+    vc: VoiceConversionEngine | None = None
+    image: ImageEngine | None = None
     _support: LanguageSupport | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -57,8 +74,9 @@ class Engines:
         return self._support
 
     def all(self) -> list[Engine]:
-        """Every engine, in pipeline order."""
-        return [self.denoise, self.vad, self.asr, self.mt, self.tts]
+        """Every engine, in pipeline order (the optional ones that are loaded last)."""
+        extras = [e for e in (self.events, self.vc, self.image) if e is not None]
+        return [self.denoise, self.vad, self.asr, self.mt, self.tts, *extras]
 
     def check_languages(self, speakers: list[str], listeners: list[str]) -> None:
         """Fail early, with one line, when a speaker → listener route cannot be served.
@@ -124,6 +142,10 @@ def build_cascade(
     stats: SessionStats | None = None,
     timeouts: StageTimeouts | None = None,
     concurrency: int = 4,
+    nonverbal: Any | None = None,
+    voice_changer: Any | None = None,
+    images: Any | None = None,
+    vad_threshold: float | None = None,
 ) -> list[FrameProcessor]:
     """The processors of one room, input audio → interpretation audio, in order.
 
@@ -144,6 +166,12 @@ def build_cascade(
         stats: Where the streaming stage counts speculations and captions.
         timeouts: Deadlines of engine calls (``pipeline.engines.calls``).
         concurrency: Engine calls of one stage running at once.
+        nonverbal: ``pipeline.nonverbal.NonverbalParams``: laughter, crying and sighs
+            carried through (with an ``events`` engine).
+        voice_changer: ``pipeline.voice_changer.VoiceChangerParams``: voice mode (with a
+            ``vc`` engine).
+        images: ``pipeline.imagine.ImageParams``: speech-to-image requests.
+        vad_threshold: The VAD's speech threshold (for the non-verbal gate beside it).
 
     The last processor, :class:`InterpretationResultProcessor`, sends one
     ``InterpretationResultFrame`` per finished utterance.
@@ -163,6 +191,22 @@ def build_cascade(
     processors: list[FrameProcessor] = [
         AudioInputProcessor(room),
         DenoiseProcessor(engines.denoise, **budget),
+    ]
+    if engines.vc is not None:
+        from pipeline.processors.voice_changer import VoiceChangerProcessor
+
+        processors.append(VoiceChangerProcessor(engines.vc, room, voice_changer, **budget))
+    with_sounds = engines.events is not None and nonverbal is not None
+    if with_sounds:
+        from pipeline.processors.nonverbal_gate import NonverbalGateProcessor
+
+        processors.append(
+            NonverbalGateProcessor(
+                engines.vad, room, nonverbal,
+                speech_threshold=vad_threshold if vad_threshold is not None else segmenter.threshold, **budget,
+            )
+        )
+    processors += [
         # Speech of someone whose language is still being identified is recognised whole
         # (after identification), not streamed: a stream needs its language up front.
         VADSegmenterProcessor(
@@ -184,5 +228,18 @@ def build_cascade(
     ]
     if stream:
         processors.append(SpeculationGateProcessor())
+    if with_sounds:
+        from pipeline.processors.nonverbal import NonverbalProcessor
+
+        processors.append(
+            NonverbalProcessor(
+                engines.events, room, nonverbal,  # type: ignore[arg-type]
+                output_rate=engines.tts.sample_rate, converter=engines.vc, timeouts=timeouts,
+            )
+        )
+    if images is not None:
+        from pipeline.processors.imagine import ImageRequestProcessor
+
+        processors.append(ImageRequestProcessor(engines.image, engines.mt, room, images, timeouts=timeouts))
     processors.append(InterpretationResultProcessor())
     return processors

@@ -25,16 +25,21 @@ __all__ = [
     "ARRIVED_AT",
     "STAGE_MARKS",
     "CaptionFrame",
+    "ImageFrame",
     "InterpretationAudioFrame",
     "InterpretationDoneFrame",
     "InterpretationResult",
     "InterpretationResultFrame",
+    "NoticeFrame",
+    "SoundCandidateFrame",
     "TranslationsDoneFrame",
     "Utterance",
     "UtteranceAudioFrame",
     "UtteranceDroppedFrame",
     "UtteranceTranscriptionFrame",
     "UtteranceTranslationFrame",
+    "VOICE_CHANGED",
+    "VoiceChangedAudioFrame",
     "VoiceConsentFrame",
     "SpeechActivityFrame",
     "SpeculationAbortedFrame",
@@ -51,6 +56,10 @@ ARRIVED_AT = "arrived_at"
 #: The wall-clock marks an utterance collects, in pipeline order. ``released`` is when a
 #: speculative interpretation was confirmed (its audio could be heard from then on).
 STAGE_MARKS = ("speech_end", "asr_done", "mt_done", "first_tts_audio", "released", "tts_done", "first_audio_out")
+
+#: The ``target_language`` of voice-changed audio: it is for every listener, whatever
+#: language they hear.
+VOICE_CHANGED = "voice"
 
 
 @dataclass
@@ -69,6 +78,10 @@ class Utterance:
             see ``STAGE_MARKS``.
         compute: Seconds of engine compute per stage (``asr``, ``mt``, ``tts``), so the
             pipeline's own overhead can be told apart from model time.
+
+    ``kind`` says what the stretch is: ``speech`` (interpreted through text),
+    ``nonverbal`` (a laugh, a sob: carried through as sound, see ``pipeline.nonverbal``)
+    or ``voice`` (a stretch of voice-changer mode: converted audio, no text).
 
     A *speculative* utterance (``speculative=True``) is an attempt, number ``attempt``,
     at finishing the utterance ``id`` at a pause: its interpretation is prepared while
@@ -91,6 +104,7 @@ class Utterance:
     attempt: int = 0
     marks: dict[str, float] = field(default_factory=dict)
     compute: dict[str, float] = field(default_factory=dict)
+    kind: str = "speech"
 
     @property
     def duration(self) -> float:
@@ -392,3 +406,68 @@ class UtteranceCommittedFrame(SystemFrame):
     @property
     def user_id(self) -> str:
         return self.utterance.user_id
+
+
+@dataclass
+class SoundCandidateFrame(DataFrame):
+    """A loud stretch of a participant's audio that the VAD did not call speech: maybe a
+    laugh, a sob or a sigh (``pipeline.nonverbal.EnergyGate``), for the classifier.
+
+    Attributes:
+        user_id: The participant.
+        start: Start on their stream clock (seconds, as utterances).
+        end: End, same clock.
+        audio: 16 kHz mono int16.
+    """
+
+    user_id: str
+    start: float
+    end: float
+    audio: bytes
+
+
+@dataclass
+class VoiceChangedAudioFrame(InterpretationAudioFrame):
+    """A chunk of a voice-changer participant's speech in their chosen voice.
+
+    ``utterance`` is the stretch of speech it belongs to (``kind="voice"``) and
+    ``target_language`` is :data:`VOICE_CHANGED`: every other participant hears it, live,
+    instead of the original. ``offset`` is where the chunk starts in the participant's
+    audio (seconds on their stream clock), so the timing is kept.
+    """
+
+    offset: float = 0.0
+
+
+@dataclass
+class ImageFrame(DataFrame):
+    """A picture made from what a participant asked for (speech-to-image).
+
+    Attributes:
+        user_id: Who asked.
+        caption: Their words, as they said them (the transcript).
+        prompt: What the image model was given (translated into its language).
+        png: The picture.
+        language: The language they spoke.
+    """
+
+    user_id: str
+    caption: str
+    prompt: str
+    png: bytes
+    language: str = ""
+
+
+@dataclass
+class NoticeFrame(DataFrame):
+    """Something one participant should be told (an image request refused, ...).
+
+    Attributes:
+        user_id: Who to tell.
+        kind: What it is about (``image``, ``voice``...).
+        text: One line for people.
+    """
+
+    user_id: str
+    kind: str
+    text: str

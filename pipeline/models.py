@@ -63,6 +63,14 @@ _IGNORE = [
     "*.tflite", "*.ot", "coreml/*", "openvino/*",
 ]
 
+#: Files a kind of model needs, where its repository holds more (OpenVoice's repository
+#: has its base TTS too; diffusers repositories often carry a single-file checkpoint as
+#: large as the pipeline next to the pipeline's folders).
+_KIND_FILES: dict[str, list[str]] = {
+    "vc": ["converter/*", "base_speakers/ses/*"],
+    "image": ["model_index.json", "*/*"],
+}
+
 #: Where the ``polyvox models pull`` hint points when the profile is not known.
 _DEFAULT_PULL_HINT = "polyvox models pull --profile gpu"
 
@@ -167,6 +175,7 @@ def resolve_model(
         ImportError: ``huggingface_hub`` is not installed (hub names only).
     """
     label = f"{kind}.model " if kind else "model "
+    allow_patterns = allow_patterns or _KIND_FILES.get(kind)
     if is_local_path(name_or_path):
         path = Path(os.path.expanduser(name_or_path.strip()))
         if not path.exists():
@@ -208,7 +217,7 @@ def _download(
             snapshot_download(
                 repo_id,
                 allow_patterns=allow_patterns,
-                ignore_patterns=None if allow_patterns else _ignore_patterns(repo_id),
+                ignore_patterns=_ignore_patterns(repo_id),
             )
         )
     except GatedRepoError:
@@ -303,21 +312,23 @@ def model_status(settings_or_models: Any, *, pull_hint: str | None = None) -> li
     return out
 
 
-def check_models(settings: Any) -> list[ModelStatus]:
+def check_models(settings: Any, *, optional: Iterable[str] = ()) -> list[ModelStatus]:
     """Fail fast, before loading anything, when a configured model cannot be had.
 
     Models the hub can still provide are left to the engines (they download on first
-    use) and returned so the caller can say so.
+    use) and returned so the caller can say so. A missing model of an ``optional`` kind
+    (an engine whose feature is simply off without it) is returned too, not raised.
 
     Raises:
         ModelMissingError: the first model that is neither here nor fetchable.
         ImportError: a hub model without ``huggingface_hub`` installed.
     """
+    optional = set(optional)
     fetch = []
     for status in model_status(settings):
         if status.present:
             continue
-        if not status.fetchable:
+        if not status.fetchable and status.kind not in optional:
             if _INSTALL_HINT in (status.problem or ""):
                 raise ImportError(_INSTALL_HINT)
             raise ModelMissingError(status.problem or status.model, model=status.model)
@@ -336,11 +347,13 @@ def configured_models(settings: Any) -> list[tuple[str, str]]:
             of kind → ``EngineSettings``, or an iterable of model names / paths /
             ``EngineSettings``.
     """
-    kinds = ("denoise", "vad_engine", "asr", "mt", "tts")
+    kinds = ("denoise", "vad_engine", "asr", "mt", "tts", "events", "vc", "image")
     if hasattr(settings, "engine") and callable(settings.engine):
         sections = []
         for kind in kinds:
             section = settings.engine(kind)
+            if section is None or getattr(section, "engine", "") == "none":
+                continue
             sections.append((kind, section))
             routes = getattr(section, "routes", None) or {}
             sections += [(kind, route) for _, route in sorted(routes.items())]
@@ -434,7 +447,7 @@ def pull(
                     model=model,
                 )
             label = f"{kind}.model " if kind else "model "
-            path = _download(model, label=label, pull_hint=pull_hint)
+            path = _download(model, label=label, pull_hint=pull_hint, allow_patterns=_KIND_FILES.get(kind))
             pulled.append(PulledModel(kind, model, path, local=False))
             overall.update()
         return pulled

@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger
 
-__all__ = ["ArrivalClock", "Participant", "Room"]
+__all__ = ["MODES", "ArrivalClock", "Participant", "Room"]
 
 
 class ArrivalClock:
@@ -72,6 +72,13 @@ class Participant:
         language_detected: ``language`` was identified from their speech rather than set
             (by them, a transport or the configuration); a set language is never
             re-identified.
+        mode: ``interpret`` or ``voice`` (voice changer: their speech is heard in
+            another voice, no text in between); ``None``: the room's mode.
+        changer_voice: The voice-changer voice they chose (a
+            ``pipeline.voice_changer.ChangerVoice``, consent checked); ``None``: the
+            engine's default neutral voice.
+        imagine_until: Until this ``time.monotonic()`` their next sentence is a picture
+            request (the page's "draw what I say", Discord's ``/imagine``).
     """
 
     user_id: str
@@ -83,6 +90,13 @@ class Participant:
     identity: str | None = None
     listener: bool = False
     language_detected: bool = False
+    mode: str | None = None
+    changer_voice: Any | None = None
+    imagine_until: float = 0.0
+
+
+#: What a room or participant does with speech: interpret it, or change its voice.
+MODES = ("interpret", "voice")
 
 
 class Room:
@@ -93,11 +107,21 @@ class Room:
             speaker's own).
         default_language: Spoken language assumed for a participant who has not set one
             (``"auto"``: identified from their speech).
+
+    Attributes:
+        mode: ``interpret`` (speech → text → speech) or ``voice`` (the voice changer)
+            for participants who chose neither.
+        nonverbal: Laughter, crying and sighs are carried into the interpretation.
+        image_trigger: Words that, said first, turn the rest of the sentence into a
+            picture request (``None``: no spoken trigger in this room).
     """
 
     def __init__(self, listener_languages: list[str] | tuple[str, ...], default_language: str = "en"):
         self.listener_languages: list[str] = list(dict.fromkeys(listener_languages))
         self.default_language = default_language
+        self.mode = "interpret"
+        self.nonverbal = True
+        self.image_trigger: str | None = None
         self.participants: dict[str, Participant] = {}
         self._clocks: dict[str, ArrivalClock] = {}
 
@@ -174,6 +198,13 @@ class Room:
             if other.hears and other.hears not in wanted:
                 wanted.append(other.hears)
         return [lang for lang in wanted if lang != spoken]
+
+    def mode_of(self, user_id: str) -> str:
+        """``interpret`` or ``voice`` for ``user_id``'s speech (theirs, else the room's)."""
+        participant = self.participants.get(user_id)
+        if participant is not None and participant.mode is not None:
+            return participant.mode
+        return self.mode
 
     def voice_for(self, user_id: str) -> Any | None:
         """The voice profile to speak ``user_id``'s interpretation in, if any."""

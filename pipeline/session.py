@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,12 @@ class InterpretationParams:
         drain_timeout_s: Longest a departing participant's last utterances may take.
         start_timeout_s: Longest the pipeline may take to start.
         stop_timeout_s: Longest an ending pipeline may take before it is cancelled.
+        mode: What rooms do with speech by default: ``interpret``, or ``voice`` (the
+            voice changer, with a ``vc`` engine).
+        nonverbal: ``pipeline.nonverbal.NonverbalParams``: laughter, crying and sighs
+            carried into the interpretation (with an ``events`` engine); ``None``: off.
+        voice_changer: ``pipeline.voice_changer.VoiceChangerParams``.
+        images: ``pipeline.imagine.ImageParams``: speech-to-image requests; ``None``: off.
     """
 
     segmenter: SegmenterParams = field(default_factory=SegmenterParams)
@@ -97,6 +104,10 @@ class InterpretationParams:
     drain_timeout_s: float = 60.0
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 20.0
+    mode: str = "interpret"
+    nonverbal: Any | None = None
+    voice_changer: Any | None = None
+    images: Any | None = None
 
 
 class InterpretationSession:
@@ -134,6 +145,9 @@ class InterpretationSession:
         self.consent = consent
         self.name = name
         self.room = room or Room(self.params.listener_languages, default_language=self.params.default_language)
+        self.room.mode = self.params.mode
+        self.room.nonverbal = self.params.nonverbal is not None and bool(getattr(self.params.nonverbal, "enabled", True))
+        self.room.image_trigger = getattr(self.params.images, "trigger", None)
         self.errors: list[str] = []
         #: Speculations, clause commits and partial captions of this session.
         self.stats = stats or SessionStats()
@@ -151,6 +165,9 @@ class InterpretationSession:
             stats=self.stats,
             timeouts=self.params.timeouts,
             concurrency=self.params.engine_concurrency,
+            nonverbal=self.params.nonverbal,
+            voice_changer=self.params.voice_changer,
+            images=self.params.images,
         )
         if extra_processors is not None:
             self.processors += extra_processors(self.room)
@@ -373,6 +390,56 @@ class InterpretationSession:
         for participant in list(self.room.participants.values()):
             if participant.identity == identity:
                 await self._apply_consent(participant, allowed, forget=forgotten)
+            voice = participant.changer_voice
+            if voice is not None and not voice.neutral and voice.name == identity:
+                # Whoever spoke in their voice is checked again: a refusal takes it away.
+                try:
+                    participant.changer_voice = await self._changer_voice(identity)
+                except PolyvoxError:
+                    participant.changer_voice = None
+                    logger.info(f"{self.name}: {participant.user_id} can no longer use the voice of {identity}")
+
+    # -- voice changer and pictures ------------------------------------------------------
+
+    async def _changer_voice(self, name: str | None) -> Any:
+        from pipeline.voice_changer import resolve_changer_voice
+
+        if self.engines.vc is None:
+            raise SessionError("this server has no voice-conversion engine (vc.engine), so there is no voice mode")
+        return await resolve_changer_voice(self.engines.vc, self.consent, name)
+
+    async def set_mode(self, user_id: str, mode: str | None, *, voice: str | None = None) -> Participant:
+        """Switch one participant between interpretation and the voice changer.
+
+        Args:
+            user_id: The participant.
+            mode: ``interpret``, ``voice``, or ``None`` for the room's mode.
+            voice: The voice-changer voice: a neutral voice's name or the identity of
+                someone who enrolled theirs as a voice-changer target (``None``: the
+                default neutral voice).
+
+        Raises:
+            SessionError: no voice-conversion engine (for ``voice``), or an unknown mode.
+            VoiceTargetError: ``voice`` is not a voice one may use.
+        """
+        from pipeline.room import MODES
+
+        if mode is not None and mode not in MODES:
+            raise SessionError(f"unknown mode {mode!r} (choose from: {', '.join(MODES)})")
+        participant = self.room.participant(user_id)
+        if mode == "voice" or voice is not None:
+            participant.changer_voice = await self._changer_voice(voice)
+        participant.mode = mode
+        return participant
+
+    def request_image(self, user_id: str) -> bool:
+        """The participant's next sentence is a picture request (the page's "draw what I
+        say", Discord's ``/imagine``); ``False`` when this session makes no pictures."""
+        images = self.params.images
+        if images is None:
+            return False
+        self.room.participant(user_id).imagine_until = time.monotonic() + images.request_s
+        return True
 
     async def _apply_consent(self, participant: Participant, allowed: bool, *, forget: bool) -> None:
         participant.voice_opt_out = not allowed

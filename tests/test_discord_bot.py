@@ -231,6 +231,8 @@ class LoopbackDiscordAPI:
         self.messages: list[tuple[int, str]] = []
         self.edits = 0
         self.files: dict[str, bytes] = {}
+        #: Files attached to posted messages: (channel id, file name, bytes).
+        self.uploads: list[tuple[int, str, bytes]] = []
         self.base = ""
 
     async def start(self):
@@ -249,7 +251,15 @@ class LoopbackDiscordAPI:
 
         async def post_message(request: web.Request) -> web.Response:
             channel_id = int(request.match_info["channel_id"])
-            body = await request.json()
+            if request.content_type.startswith("multipart/"):  # a message with files
+                body: dict = {}
+                async for part in await request.multipart():
+                    if part.name == "payload_json":
+                        body = json.loads(await part.text())
+                    else:
+                        self.uploads.append((channel_id, part.filename or "", bytes(await part.read())))
+            else:
+                body = await request.json()
             self.messages.append((channel_id, body["content"]))
             return json_response({
                 "id": str(len(self.messages)), "channel_id": str(channel_id), "guild_id": str(GUILD), "type": 0,

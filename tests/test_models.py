@@ -137,7 +137,7 @@ def test_configured_models_reads_every_engine_section() -> None:
     settings = load_settings(profile="gpu")
     models = configured_models(settings)
     # The default ASR model, then its routes' (Whisper, named by its hub repository).
-    assert [kind for kind, _ in models] == ["asr", "asr", "mt", "tts"]
+    assert [kind for kind, _ in models] == ["asr", "asr", "mt", "tts", "events", "vc", "image"]
     assert ("asr", "mobiuslabsgmbh/faster-whisper-large-v3-turbo") in models
     assert ("mt", "facebook/nllb-200-distilled-1.3B") in models
     assert configured_models(["a/b", "a/b", "/x.nemo"]) == [("", "a/b"), ("", "/x.nemo")]
@@ -162,7 +162,7 @@ def test_pull_command_reports_local_models(tmp_path: Path, no_network: list[obje
     tts.mkdir()
     settings = load_settings(
         profile="gpu",
-        overrides=[f"asr.model={asr}", "asr.routes=null", f"mt.model={mt}", f"tts.model={tts}"],
+        overrides=[f"asr.model={asr}", "asr.routes=null", f"mt.model={mt}", f"tts.model={tts}", "events.engine=none", "vc.engine=none", "image.engine=none"],
     )
     out = io.StringIO()
     assert pull_command(settings, progress=False, out=out) == 0
@@ -187,6 +187,11 @@ def test_model_status_looks_only_at_this_machine(empty_cache: Path, tmp_path: Pa
         check_models(models)
     with pytest.raises(ModelMissingError, match="coqui/XTTS-v2.*HF_HUB_OFFLINE"):
         check_models({"mt": models["mt"], "tts": models["tts"]})
+    # An optional engine's missing model only turns its feature off: returned, not raised.
+    (events,) = check_models({"mt": models["mt"], "events": "MIT/ast-x"}, optional=("events",))
+    assert events.kind == "events" and not events.present and not events.fetchable
+    with pytest.raises(ModelMissingError, match="MIT/ast-x"):
+        check_models({"events": "MIT/ast-x"})
 
 
 @needs_hub

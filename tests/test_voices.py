@@ -319,7 +319,7 @@ def test_list_voices_shows_profiles_and_opt_outs(store, speech):
 
     table = list_voices(store).splitlines()
 
-    assert table[0].split() == ["user", "profile", "version", "speech", "enrolled", "cloning"]
+    assert table[0].split() == ["user", "profile", "version", "speech", "enrolled", "voice-changer", "target", "cloning"]
     assert table[1].startswith("alice") and table[1].endswith("on")
     assert table[2].startswith("carol") and table[2].endswith("opted out")
 

@@ -57,6 +57,7 @@ async def test_health_languages_and_metrics(server, http):
     assert info == {
         "speaks": ["en", "es"], "hears": ["en", "es", "fr"], "token_required": False,
         "names": {"en": "English", "es": "Spanish", "fr": "French"}, "detect": False,
+        "features": {"voice_changer": False, "voices": [], "images": False, "nonverbal": False},
     }
     async with http.get(f"{server.url}/metrics") as resp:
         text = await resp.text()
@@ -79,7 +80,7 @@ async def test_a_join_answers_with_sdp_and_the_room_lists_the_participant(server
         listing = await resp.json()
     assert listing == {
         "room": "lobby",
-        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True, "listener": False, "via": "webrtc"}],
+        "participants": [{"id": answer["participant_id"], "name": "Ada", "speaks": "en", "hears": "es", "voice_cloned": True, "listener": False, "mode": "interpret", "changer_voice": None, "via": "webrtc"}],
         "languages": ["en", "es"],
     }
     leave_url = f"{server.url}/api/rooms/lobby/participants/{answer['participant_id']}"

@@ -1,4 +1,4 @@
-"""``polyvox voices enroll USER FILE | list | forget USER``: the command bodies.
+"""``polyvox voices enroll USER FILE [--changer-target] | list | forget USER | untarget USER``.
 
 ``bot/cli.py`` adds the parser with :func:`add_voices_parser` and runs
 :func:`run_voices_command`; the three ``*_voice(s)`` functions are the commands
@@ -23,6 +23,7 @@ from voices.store import VoiceStore
 __all__ = [
     "DEFAULT_DATA_DIR",
     "add_voices_parser",
+    "enroll_changer_target",
     "enroll_voice",
     "forget_voice",
     "list_voices",
@@ -61,7 +62,7 @@ def list_voices(store: VoiceStore) -> str:
     voices = store.list()
     if not voices:
         return f"no voices stored in {store.data_dir}"
-    rows = [("user", "profile", "version", "speech", "enrolled", "cloning")]
+    rows = [("user", "profile", "version", "speech", "enrolled", "voice-changer target", "cloning")]
     for voice in voices:
         enrolled = (
             dt.datetime.fromtimestamp(voice.created).strftime("%Y-%m-%d %H:%M")
@@ -75,6 +76,7 @@ def list_voices(store: VoiceStore) -> str:
                 str(voice.version) if voice.version is not None else "-",
                 f"{voice.seconds:.1f} s" if voice.seconds is not None else "-",
                 enrolled,
+                "allowed" if voice.changer_target else "-",
                 "opted out" if voice.opted_out else "on",
             )
         )
@@ -116,7 +118,14 @@ def add_voices_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None
     )
     enroll.add_argument("user", metavar="USER", help="user id (Discord user id, WebRTC name, ...)")
     enroll.add_argument("file", metavar="FILE", help="recording of USER speaking, 3-60 s of speech")
+    enroll.add_argument(
+        "--changer-target", action="store_true",
+        help="USER allows others to speak in this voice with the voice changer (needs a vc engine)",
+    )
     common(enroll)
+    untarget = actions.add_parser("untarget", help="withdraw USER's voice as a voice-changer target")
+    untarget.add_argument("user", metavar="USER", help="user id")
+    common(untarget)
     listing = actions.add_parser("list", help="list stored voices and opt-outs")
     common(listing)
     forget = actions.add_parser("forget", help="delete everything stored for USER's voice")
@@ -131,6 +140,14 @@ def run_voices_command(args: argparse.Namespace, settings: Any) -> int:
         print(list_voices(store))
     elif args.voices_command == "forget":
         print(forget_voice(store, args.user))
+    elif args.voices_command == "untarget":
+        removed = store.remove_changer_target(args.user)
+        print(
+            f"{args.user}'s voice is no longer a voice-changer target" if removed
+            else f"{args.user}'s voice was not a voice-changer target; nothing to withdraw"
+        )
+    elif args.voices_command == "enroll" and getattr(args, "changer_target", False):
+        print(enroll_changer_target(store, settings, args.user, args.file))
     elif args.voices_command == "enroll":
         # Cheap checks first: the configuration, then the file (size, decoding, speech
         # by the VAD); the voice model (~10 s, 1.1 GB for XTTS) loads only after both.
@@ -149,6 +166,37 @@ def run_voices_command(args: argparse.Namespace, settings: Any) -> int:
     else:  # pragma: no cover - argparse allows only the three
         raise ConfigError(f"unknown voices command {args.voices_command!r}")
     return 0
+
+
+def enroll_changer_target(store: VoiceStore, settings: Any, user_id: str, path: str) -> str:
+    """Enroll ``user_id``'s voice from ``path`` as a voice-changer target (their
+    permission for others to speak in it), and as their cloned voice too when the TTS
+    engine clones; returns the lines to print."""
+    from pipeline.engines.registry import create_engine, engine_class
+    from voices.consent import VoiceConsent
+
+    section = settings.optional_engine("vc")
+    if section is None:
+        raise ConfigError(
+            f"profile '{settings.profile}' has no voice-conversion engine: use --profile cpu or gpu, "
+            "or --set vc.engine=openvoice"
+        )
+    recording = store.check_file(path)  # before any model loads
+    converter = create_engine("vc", section.engine, model=section.model, device=section.device, options=section.options)
+    try:
+        converter.load()
+        consent = VoiceConsent(store, converter=converter)
+        seconds = consent.enroll_changer_target_blocking(user_id, recording.measure.speech, name=os.fsdecode(path))
+    finally:
+        converter.close()
+    lines = [f"{user_id}'s voice ({seconds:.1f} s of speech) may now be used as a voice-changer target"]
+    if getattr(engine_class("tts", settings.tts.engine), "clones_voices", False):
+        engine = _load_cloning_engine(settings)
+        try:
+            lines.append(enroll_voice(store, engine, user_id, path))
+        finally:
+            engine.close()
+    return "\n".join(lines)
 
 
 def _require_cloning_engine(settings: Any) -> None:

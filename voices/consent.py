@@ -10,6 +10,13 @@ Participants are matched by *identity*: the key their voice is stored under (a D
 user id, the user a WebRTC room token was issued to). Participants without an identity
 (an anonymous page visitor, a phone caller) can still opt out for their session; nothing
 about them is stored.
+
+**Voice-changer targets.** Speaking in someone else's voice (voice mode) needs that
+person's explicit permission: they enroll their voice *as a voice-changer target*
+(:meth:`VoiceConsent.enroll_changer_target`; ``--changer-target`` on the CLI,
+``changer_target`` on ``/voice enroll``). Only such voices, and only while their owner
+has not opted out, are returned by :meth:`VoiceConsent.changer_target`; withdrawing the
+permission, opting out or ``forget`` takes the voice away from anyone using it at once.
 """
 
 from __future__ import annotations
@@ -59,11 +66,14 @@ class VoiceConsent:
         store: Enrolled profiles and opt-outs; ``None`` keeps nothing (opt-outs then
             hold for the session only).
         engine: The TTS engine, for enrollment; enrolling needs one that clones voices.
+        converter: The voice-conversion engine, for voice-changer targets.
     """
 
-    def __init__(self, store: VoiceStore | None = None, *, engine: Any | None = None) -> None:
+    def __init__(self, store: VoiceStore | None = None, *, engine: Any | None = None,
+                 converter: Any | None = None) -> None:
         self.store = store
         self.engine = engine
+        self.converter = converter
         self._listeners: list[ConsentListener] = []
 
     @property
@@ -113,6 +123,19 @@ class VoiceConsent:
     async def enrolled_voice(self, identity: str | None) -> VoiceProfile | None:
         """The enrolled voice of ``identity``; ``None`` when opted out or none."""
         return await asyncio.to_thread(self.enrolled_voice_blocking, identity)
+
+    def changer_target_blocking(self, identity: str | None) -> np.ndarray | None:
+        """The voice-changer target of ``identity`` (blocking): only when they enrolled
+        it with that permission and have not opted out; ``None`` otherwise."""
+        if identity is None or self.store is None:
+            return None
+        if self.store.is_opted_out(identity):
+            return None
+        return self.store.changer_target(identity)
+
+    async def changer_target(self, identity: str | None) -> np.ndarray | None:
+        """See :meth:`changer_target_blocking`."""
+        return await asyncio.to_thread(self.changer_target_blocking, identity)
 
     async def status(self, identity: str) -> str | None:
         """One line about the stored profile of ``identity``, or ``None``."""
@@ -166,3 +189,48 @@ class VoiceConsent:
         profile = await asyncio.to_thread(store.enroll, identity, pcm, engine, name=name)
         await self._notify(identity, True, False)
         return profile
+
+    def enroll_changer_target_blocking(self, identity: str, pcm: np.ndarray, *, name: str = "recording") -> float:
+        """Store ``identity``'s voice (16 kHz speech, 3-60 s) as a voice-changer target:
+        enrolling it this way is their permission for others to speak in it (blocking).
+
+        Returns:
+            Seconds of speech it was made from.
+
+        Raises:
+            ConfigError: no store, or no voice-conversion engine.
+            VoiceEnrollmentError: silence, too little or too much speech.
+            EngineError, VoiceStoreError: the model or the store failed.
+        """
+        from voices.enrollment import check_enrollment_speech
+
+        if self.store is None:
+            raise ConfigError("no voice store is configured (voices.data_dir)")
+        if self.converter is None:
+            raise ConfigError(
+                "this server has no voice-conversion engine (vc.engine), so there are no voice-changer targets"
+            )
+        store = self.store
+        measure = check_enrollment_speech(pcm, store._vad_engine(), store.limits, name=name)  # noqa: SLF001
+        embedding = self.converter.embed(measure.speech, 16000)
+        store.set_changer_target(identity, embedding, measure.seconds)
+        return measure.seconds
+
+    async def enroll_changer_target(self, identity: str, pcm: np.ndarray, *, name: str = "recording") -> float:
+        """See :meth:`enroll_changer_target_blocking`; running sessions learn of it."""
+        seconds = await asyncio.to_thread(self.enroll_changer_target_blocking, identity, pcm, name=name)
+        await self._notify(identity, True, False)
+        return seconds
+
+    async def revoke_changer_target(self, identity: str) -> bool:
+        """Withdraw the permission: the target is deleted and nobody speaks in that voice
+        any more (running sessions switch those who did to a neutral voice at once).
+
+        Returns:
+            Whether there was a target.
+        """
+        removed = False
+        if self.store is not None:
+            removed = await asyncio.to_thread(self.store.remove_changer_target, identity)
+        await self._notify(identity, await self.allowed(identity), False)
+        return removed

@@ -3,8 +3,9 @@
 Layout under the data directory (created with owner-only permissions: voices are
 biometric data)::
 
-    voices.sqlite3                 profiles (one per user) and opt-outs
+    voices.sqlite3                 profiles (one per user), opt-outs, voice-changer targets
     tensors/<profile id>.v<N>.npz  the latents of version N of a profile
+    tensors/changer-<id>.npy       a voice-changer target (its owner allowed others to speak in it)
 
 Only enrolled profiles are stored; automatically captured ones live in memory for the
 session. :meth:`VoiceStore.forget` removes a user's rows and tensor files together. An
@@ -23,6 +24,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,12 @@ CREATE TABLE IF NOT EXISTS voice_opt_outs (
     user_id TEXT PRIMARY KEY,
     since   REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS changer_targets (
+    user_id TEXT PRIMARY KEY,
+    file    TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -78,6 +86,7 @@ class StoredVoice:
         seconds: Seconds of speech it was made from.
         created: When this version was enrolled (Unix time).
         opted_out: Whether the user opted out of voice cloning.
+        changer_target: Whether others may speak in this user's voice (voice changer).
     """
 
     user_id: str
@@ -86,6 +95,7 @@ class StoredVoice:
     seconds: float | None
     created: float | None
     opted_out: bool
+    changer_target: bool = False
 
 
 class VoiceStore:
@@ -281,8 +291,9 @@ class VoiceStore:
         with self._connect() as db:
             profiles = {r["user_id"]: r for r in db.execute("SELECT * FROM voice_profiles")}
             opted_out = {r["user_id"] for r in db.execute("SELECT user_id FROM voice_opt_outs")}
+            targets = {r["user_id"] for r in db.execute("SELECT user_id FROM changer_targets")}
         voices = []
-        for user_id in sorted(set(profiles) | opted_out):
+        for user_id in sorted(set(profiles) | opted_out | targets):
             row = profiles.get(user_id)
             voices.append(
                 StoredVoice(
@@ -292,6 +303,7 @@ class VoiceStore:
                     seconds=row["seconds"] if row else None,
                     created=row["created"] if row else None,
                     opted_out=user_id in opted_out,
+                    changer_target=user_id in targets,
                 )
             )
         return voices
@@ -299,15 +311,17 @@ class VoiceStore:
     # -- consent -------------------------------------------------------------------
 
     def forget(self, user_id: str) -> bool:
-        """Delete the enrolled profile of ``user_id``: its row and its tensor files.
+        """Delete the enrolled profile of ``user_id``: its row and its tensor files, and
+        their voice-changer target.
 
         Returns:
-            Whether there was a profile to delete.
+            Whether there was a profile (or a target) to delete.
         """
         with self._lock:
+            target = self.remove_changer_target(user_id)
             row = self._row(user_id)
             if row is None:
-                return False
+                return target
             with self._connect() as db:
                 db.execute("DELETE FROM voice_profiles WHERE user_id = ?", (user_id,))
             # Every version's file, including any a crash left behind.
@@ -338,6 +352,66 @@ class VoiceStore:
                 "SELECT 1 FROM voice_opt_outs WHERE user_id = ?", (user_id,)
             ).fetchone()
         return found is not None
+
+    # -- voice-changer targets -------------------------------------------------------
+
+    def set_changer_target(self, user_id: str, embedding: np.ndarray, seconds: float) -> None:
+        """Store ``user_id``'s voice as a voice-changer target: they allow others to speak
+        in it. Storing it is their explicit consent, so it clears an opt-out."""
+        name = f"changer-{uuid.uuid4().hex}.npy"
+        path = self._tensors / name
+        handle, temporary = tempfile.mkstemp(dir=self._tensors, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.save(file, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
+            os.replace(temporary, path)
+        except OSError as exc:
+            Path(temporary).unlink(missing_ok=True)
+            raise VoiceStoreError(f"cannot write {path}: {exc}") from exc
+        with self._lock:
+            old = self._target_row(user_id)
+            try:
+                with self._connect() as db:
+                    db.execute(
+                        "INSERT OR REPLACE INTO changer_targets (user_id, file, seconds, created) VALUES (?, ?, ?, ?)",
+                        (user_id, name, seconds, time.time()),
+                    )
+                    db.execute("DELETE FROM voice_opt_outs WHERE user_id = ?", (user_id,))
+            except sqlite3.Error as exc:
+                path.unlink(missing_ok=True)
+                raise VoiceStoreError(f"cannot save the voice-changer target of {user_id}: {exc}") from exc
+            if old is not None:
+                (self._tensors / old["file"]).unlink(missing_ok=True)
+        logger.info(f"{user_id} allowed their voice as a voice-changer target ({seconds:.1f} s of speech)")
+
+    def changer_target(self, user_id: str) -> np.ndarray | None:
+        """The voice-changer target of ``user_id``, when they allowed one (an opt-out
+        does not delete it, but the caller must not use it then: ``VoiceConsent``)."""
+        row = self._target_row(user_id)
+        if row is None:
+            return None
+        try:
+            return np.load(self._tensors / row["file"], allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            logger.warning(f"voice-changer target of {user_id} is unreadable: {exc}; ignoring it")
+            return None
+
+    def remove_changer_target(self, user_id: str) -> bool:
+        """Withdraw ``user_id``'s voice as a target: row and file deleted. Returns whether
+        there was one."""
+        with self._lock:
+            row = self._target_row(user_id)
+            if row is None:
+                return False
+            with self._connect() as db:
+                db.execute("DELETE FROM changer_targets WHERE user_id = ?", (user_id,))
+            (self._tensors / row["file"]).unlink(missing_ok=True)
+        logger.info(f"withdrew the voice-changer target of {user_id}")
+        return True
+
+    def _target_row(self, user_id: str) -> sqlite3.Row | None:
+        with self._connect() as db:
+            return db.execute("SELECT * FROM changer_targets WHERE user_id = ?", (user_id,)).fetchone()
 
     # -- internals -----------------------------------------------------------------
 

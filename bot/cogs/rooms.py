@@ -174,6 +174,18 @@ class RoomsCog(commands.Cog, name="Rooms"):
             session.room.listener_languages = list(languages)
         await reply(interaction, f"This room is now interpreted between **{' · '.join(languages)}**.")
 
+    @room.command(name="sounds", description="Carry laughter, crying and sighs into the interpretation")
+    @app_commands.describe(state="on or off")
+    @room_manager_only()
+    async def room_sounds(self, interaction: discord.Interaction, state: Literal["on", "off"]) -> None:
+        if self.bot.engines.events is None:
+            raise CommandUserError("This server has no audio-event classifier (events engine), so sounds are not carried.")
+        session = self.bot.sessions.get(interaction.guild_id or 0)
+        if session is None:
+            raise CommandUserError("I am not in a voice channel here: `/join` first.")
+        session.room.nonverbal = state == "on" and session.interpretation.params.nonverbal is not None
+        await reply(interaction, f"Laughter, crying and sighs are {'carried into' if session.room.nonverbal else 'left out of'} the interpretation.")
+
     # -- /captions ----------------------------------------------------------------
 
     @app_commands.command(name="captions", description="Post transcripts and translations to a text channel")

@@ -57,10 +57,17 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your vo
         super().__init__()
 
     @app_commands.command(name="enroll", description="Record your voice: your next ~10 s in the channel, or an audio file")
-    @app_commands.describe(recording="An audio file of you speaking (wav, mp3, ogg, m4a...), 10-30 s")
-    async def enroll(self, interaction: discord.Interaction, recording: discord.Attachment | None = None) -> None:
+    @app_commands.describe(
+        recording="An audio file of you speaking (wav, mp3, ogg, m4a...), 10-30 s",
+        changer_target="Also let others speak in your voice with the voice changer (/changer on voice:<your id>)",
+    )
+    async def enroll(
+        self, interaction: discord.Interaction, recording: discord.Attachment | None = None, changer_target: bool = False
+    ) -> None:
         user = interaction.user
-        if not self.bot.consent.clones:
+        if changer_target and self.bot.consent.converter is None:
+            raise CommandUserError("This server has no voice changer, so your voice cannot be a voice-changer target.")
+        if not self.bot.consent.clones and not changer_target:
             raise CommandUserError(
                 "This server speaks interpretations in a neutral voice: it does not clone voices, "
                 "so there is nothing to enroll."
@@ -96,15 +103,26 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your vo
             raise CommandUserError(
                 f"I heard only {len(pcm) / 16000:.1f} s of your speech; at least {least:.0f} s is needed. Try again."
             )
+        lines = []
         try:
-            profile = await self.bot.consent.enroll(str(user.id), pcm, name="your recording")
+            if changer_target:
+                seconds = await self.bot.consent.enroll_changer_target(str(user.id), pcm, name="your recording")
+                lines.append(
+                    f"Others may now speak in your voice with the voice changer ({seconds:.1f} s of speech); "
+                    "`/voice untarget` withdraws it."
+                )
+            if self.bot.consent.clones:
+                profile = await self.bot.consent.enroll(str(user.id), pcm, name="your recording")
+                lines.append(f"Your voice is enrolled: {profile.seconds:.1f} s of speech, profile version {profile.version}.")
         except (AudioInputError, ConfigError) as exc:
             raise CommandUserError(f"I could not build your voice from that: {str(exc).removeprefix('your recording: ')}.") from exc
-        await reply(
-            interaction,
-            f"Your voice is enrolled: {profile.seconds:.1f} s of speech, profile version {profile.version}.",
-            ephemeral=True,
-        )
+        await reply(interaction, "\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="untarget", description="No longer let others speak in your voice (voice changer)")
+    async def untarget(self, interaction: discord.Interaction) -> None:
+        removed = await self.bot.consent.revoke_changer_target(str(interaction.user.id))
+        text = "Nobody can speak in your voice any more." if removed else "Your voice was not a voice-changer target."
+        await reply(interaction, text, ephemeral=True)
 
     @app_commands.command(name="forget", description="Delete everything stored about your voice")
     async def forget(self, interaction: discord.Interaction) -> None:

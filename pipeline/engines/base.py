@@ -33,14 +33,19 @@ from pipeline.errors import EngineError
 __all__ = [
     "ASREngine",
     "ASRStream",
+    "AudioEvent",
+    "AudioEventEngine",
     "DenoiseEngine",
     "Engine",
+    "ImageEngine",
     "MTEngine",
     "RedecodingASRStream",
     "TTSEngine",
     "Transcript",
     "VADEngine",
     "VADStream",
+    "VoiceConversionEngine",
+    "VoiceConversionStream",
     "Word",
 ]
 
@@ -489,3 +494,123 @@ class DenoiseEngine(Engine):
     @abc.abstractmethod
     def create_filter(self) -> Any:
         """A new ``pipecat.audio.filters.base_audio_filter.BaseAudioFilter``."""
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    """One sound an audio-event classifier heard in a clip.
+
+    Attributes:
+        label: The classifier's label (AudioSet's ``Laughter``, ``Crying, sobbing``...).
+        score: Its probability in [0, 1].
+    """
+
+    label: str
+    score: float
+
+
+class AudioEventEngine(Engine):
+    """Audio-event classification (laughter, crying, sighs...): clips in, scored labels out."""
+
+    #: The sample rate the model wants; callers resample before calling.
+    sample_rate: ClassVar[int] = 16000
+
+    @abc.abstractmethod
+    def classify(self, clips: list[np.ndarray], sample_rate: int) -> list[list[AudioEvent]]:
+        """Score every clip (mono int16) in one batch; per clip, its events best first.
+
+        Raises:
+            EngineError: the model failed on this input.
+        """
+
+
+class VoiceConversionStream(abc.ABC):
+    """Streaming voice conversion of one participant's speech into one target voice.
+
+    Methods block (call them from a worker thread); one stream is used by one thread at
+    a time. Output keeps the input's timing: ``n`` seconds in give ``n`` seconds out,
+    delayed by :attr:`latency_s`.
+    """
+
+    #: Algorithmic latency in seconds: how much later than its input a sample comes out
+    #: (one chunk plus the look-ahead), whatever the compute time.
+    latency_s: float = 0.0
+
+    @abc.abstractmethod
+    def feed(self, pcm: np.ndarray) -> list[np.ndarray]:
+        """Add 16 kHz mono int16 audio; returns the converted chunks it completed
+        (mono int16 at the engine's ``sample_rate``), in order."""
+
+    @abc.abstractmethod
+    def flush(self) -> list[np.ndarray]:
+        """The input ended (or paused): convert what is buffered, padding the look-ahead
+        with silence; the stream can be fed again afterwards."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the stream holds."""
+
+
+class VoiceConversionEngine(Engine):
+    """Speech to speech in another voice, no text in between (the voice changer).
+
+    A target voice is an embedding: :meth:`embed` computes one from someone's speech
+    (their consent is the caller's business: ``voices.consent``), :meth:`neutral_voice`
+    gives one of the engine's built-in voices.
+    """
+
+    @property
+    @abc.abstractmethod
+    def sample_rate(self) -> int:
+        """Sample rate of the converted audio."""
+
+    @abc.abstractmethod
+    def neutral_voices(self) -> list[str]:
+        """Names of the built-in voices (the first one is the default)."""
+
+    @abc.abstractmethod
+    def neutral_voice(self, name: str) -> np.ndarray:
+        """The embedding of built-in voice ``name``.
+
+        Raises:
+            KeyError: no such voice.
+        """
+
+    @abc.abstractmethod
+    def embed(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The target embedding of the voice speaking in ``pcm`` (mono int16).
+
+        Raises:
+            EngineError: too little audio, or the model failed.
+        """
+
+    @abc.abstractmethod
+    def open_stream(self, target: np.ndarray) -> VoiceConversionStream:
+        """A new stream converting one participant's speech into voice ``target``."""
+
+    def convert(self, pcm: np.ndarray, sample_rate: int, target: np.ndarray) -> np.ndarray:
+        """A whole clip (mono int16) in voice ``target``, at :attr:`sample_rate`."""
+        from pipeline.audio import resample
+
+        if sample_rate != 16000:
+            pcm = resample(pcm, sample_rate, 16000)
+        stream = self.open_stream(target)
+        try:
+            chunks = [*stream.feed(pcm), *stream.flush()]
+        finally:
+            stream.close()
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+
+class ImageEngine(Engine):
+    """Text to image (speech-to-image: the transcript, translated, is the prompt)."""
+
+    #: The language prompts must be written in (ISO 639-1).
+    prompt_language: ClassVar[str] = "en"
+
+    @abc.abstractmethod
+    def generate(self, prompt: str) -> bytes:
+        """One picture for ``prompt``, as PNG bytes.
+
+        Raises:
+            EngineError: the model failed.
+        """

@@ -38,6 +38,15 @@ ENGINES: dict[str, dict[str, str]] = {
         "espeak": "pipeline.engines.tts.espeak:EspeakTTSEngine",
         "xtts": "pipeline.engines.tts.xtts:XTTSEngine",
     },
+    "events": {
+        "ast": "pipeline.engines.events.ast:ASTAudioEventEngine",
+    },
+    "vc": {
+        "openvoice": "pipeline.engines.vc.openvoice:OpenVoiceEngine",
+    },
+    "image": {
+        "diffusers": "pipeline.engines.image.diffusers:DiffusersImageEngine",
+    },
 }
 
 

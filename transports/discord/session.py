@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
-from pipeline.frames import CaptionFrame
+from pipeline.frames import CaptionFrame, ImageFrame, NoticeFrame
 from pipeline.room import Room
 from pipeline.session import InterpretationSession, SessionFactory
 from transports.discord.transport import DiscordVoiceTransport, InterpretationSink
@@ -185,6 +185,8 @@ class VoiceSession:
             up for every caption, so turning captions on or off applies at once.
         speaker_name: Display name of a user id, for captions.
         on_closed: Called once the session has stopped for good.
+        post_image: Posts a picture someone asked for (with the speaker's name).
+        notify: Tells one member something (a picture refused...).
     """
 
     def __init__(
@@ -198,8 +200,12 @@ class VoiceSession:
         send_caption: Callable[[], Callable[[str], Awaitable[Any]] | None] | None = None,
         speaker_name: Callable[[str], str] | None = None,
         on_closed: Callable[[VoiceSession], Awaitable[None]] | None = None,
+        post_image: Callable[[ImageFrame, str], Awaitable[Any]] | None = None,
+        notify: Callable[[NoticeFrame], Awaitable[Any]] | None = None,
     ) -> None:
         self.channel = channel
+        self._post_image = post_image
+        self._notify = notify
         self.room = room
         self.factory = factory
         self.params = params or SessionParams()
@@ -210,6 +216,8 @@ class VoiceSession:
         self.source: InterpretationSink = self._io.make_source()
         self.transport = DiscordVoiceTransport(self.source, room=self.room)
         self.transport.add_event_handler("on_caption", self._queue_caption)
+        self.transport.add_event_handler("on_image", self._on_image)
+        self.transport.add_event_handler("on_notice", self._on_notice)
         self.interpretation: InterpretationSession = factory.create(
             self.transport, name=f"voice channel {channel.id}", room=room
         )
@@ -414,6 +422,24 @@ class VoiceSession:
             with contextlib.suppress(Exception):
                 self.receiver.remove_user(int(user_id))
         await self.interpretation.leave(str(user_id))
+
+    # -- pictures and notices -----------------------------------------------------
+
+    async def _on_image(self, _transport: Any, image: ImageFrame) -> None:
+        if self._post_image is None:
+            return
+        try:
+            await self._post_image(image, self._speaker_name(image.user_id))
+        except Exception as exc:  # noqa: BLE001 - a picture is not worth stopping the room
+            logger.warning(f"posting a picture in {self.channel.id} failed: {exc!r}")
+
+    async def _on_notice(self, _transport: Any, notice: NoticeFrame) -> None:
+        if self._notify is None:
+            return
+        try:
+            await self._notify(notice)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning(f"telling {notice.user_id} failed: {exc!r}")
 
     # -- captions -----------------------------------------------------------------
 

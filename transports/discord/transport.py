@@ -34,9 +34,11 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipeline.frames import (
     ARRIVED_AT,
     CaptionFrame,
+    ImageFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
     InterpretationResultFrame,
+    NoticeFrame,
     TranslationsDoneFrame,
     Utterance,
     UtteranceAudioFrame,
@@ -183,6 +185,8 @@ class DiscordOutputTransport(BaseOutputTransport):
         InterpretationAudioFrame,
         InterpretationDoneFrame,
         UtteranceDroppedFrame,
+        ImageFrame,
+        NoticeFrame,
     )
 
     def __init__(
@@ -246,6 +250,9 @@ class DiscordOutputTransport(BaseOutputTransport):
         if isinstance(frame, CaptionFrame):
             await self._transport.emit_caption(frame)
             return
+        if isinstance(frame, (ImageFrame, NoticeFrame)):
+            await self._transport.emit(frame)
+            return
         utterance: Utterance | None = getattr(frame, "utterance", None)
         if utterance is None:
             return
@@ -264,7 +271,9 @@ class DiscordOutputTransport(BaseOutputTransport):
                 # under other utterances: nothing to hold a place for.
                 return
             pending = self._pending[utterance.id] = _Pending(utterance)
-            if self._room is not None:
+            if self._room is not None and utterance.kind != "voice":
+                # (voice-changer stretches have one "language" of their own: announced
+                # with their first audio)
                 for language in self._room.targets_for(utterance.user_id):
                     self._announce(pending, language)
         if isinstance(frame, UtteranceTranslationFrame):
@@ -348,6 +357,8 @@ class DiscordVoiceTransport(BaseTransport):
     Events:
         on_caption(transport, caption): a ``CaptionFrame`` (partial while someone
             speaks, then final with every translation).
+        on_image(transport, image): an ``ImageFrame`` (a picture someone asked for).
+        on_notice(transport, notice): a ``NoticeFrame`` for one member.
 
     Args:
         sink: The ``InterpretationAudioSource`` discord.py plays.
@@ -373,6 +384,8 @@ class DiscordVoiceTransport(BaseTransport):
         self._input: DiscordInputTransport | None = None
         self._output: DiscordOutputTransport | None = None
         self._register_event_handler("on_caption")
+        self._register_event_handler("on_image")
+        self._register_event_handler("on_notice")
 
     @property
     def sink(self) -> InterpretationSink:
@@ -399,3 +412,7 @@ class DiscordVoiceTransport(BaseTransport):
     async def emit_caption(self, caption: CaptionFrame) -> None:
         """Fire ``on_caption`` for a caption."""
         await self._call_event_handler("on_caption", caption)
+
+    async def emit(self, frame: ImageFrame | NoticeFrame) -> None:
+        """Fire ``on_image`` or ``on_notice``."""
+        await self._call_event_handler("on_image" if isinstance(frame, ImageFrame) else "on_notice", frame)

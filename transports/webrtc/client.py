@@ -96,6 +96,8 @@ class RoomClient:
     hears: str | None = None
     token: str | None = None
     listen_only: bool = False
+    #: More fields of the join body (``mode``, ``voice``, ``clone_voice``...).
+    extra: dict[str, Any] = field(default_factory=dict)
     participant_id: str = ""
     key: str = ""
     mic: SpeechTrack = field(default_factory=SpeechTrack)
@@ -142,6 +144,7 @@ class RoomClient:
         }
         if self.token:
             body["token"] = self.token
+        body.update(self.extra)
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{self.base_url}/api/rooms/{self.room}/join", json=body) as resp:
                 answer = await resp.json()
@@ -157,6 +160,10 @@ class RoomClient:
         if self.channel is None or self.channel.readyState != "open":
             raise RuntimeError("not connected")
         self.channel.send(json.dumps(message))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        """The messages received of one ``type`` (``image``, ``notice``...)."""
+        return [m for m in self.messages if m.get("type") == kind]
 
     async def _read(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=_RATE)

@@ -22,8 +22,13 @@ participant list ``{"type": "participants", ...}`` and, on joining, the voice no
 interpreted ``{"type": "activity", "participant_id", "speaking"|"interpreting": bool}``.
 The page sends ``{"type": "voice", "clone": false}`` to refuse voice cloning (``true`` to
 allow it), ``{"type": "mix", "original": 0..1}`` to move its balance between original
-voices and interpretation, and ``{"type": "ping"}`` every second (answered
-``{"type": "pong"}``: a page that hears no pong knows the connection is gone).
+voices and interpretation, ``{"type": "ping"}`` every second (answered
+``{"type": "pong"}``: a page that hears no pong knows the connection is gone),
+``{"type": "imagine"}`` ("draw what I say": the next sentence is a picture request;
+pictures come to everyone as ``{"type": "image", "participant_id", "name", "caption",
+"prompt", "png_base64"}``) and ``{"type": "mode", "mode": "voice"|"interpret", "voice"?}``
+(the voice changer). The join body may carry ``"mode"`` and ``"voice"`` too, and
+``"nonverbal": false`` for a room it opens.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from loguru import logger
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PolyvoxError
 from pipeline.languages import AUTO, display_name, is_auto, normalize
 from pipeline.latency import SessionStats
 from pipeline.room import Room
@@ -106,6 +111,8 @@ class RoomSession:
                         "hears": p.hears or p.language,
                         "voice_cloned": not p.voice_opt_out,
                         "listener": p.listener,
+                        "mode": self.room.mode_of(pid),
+                        "changer_voice": p.changer_voice.name if p.changer_voice is not None else None,
                         "via": self.transport.peers[pid].kind,
                     }
                 )
@@ -327,8 +334,20 @@ class RoomServer:
                 "names": {entry["code"]: entry["name"] for entry in self.engines.languages.describe()},
                 "detect": bool(self.engines.asr.detects_language),
                 "token_required": self.require_token,
+                "features": self.features(),
             }
         )
+
+    def features(self) -> dict[str, Any]:
+        """What this server can do besides interpreting (for the page)."""
+        engines = self.engines
+        params = self.factory.params
+        return {
+            "voice_changer": engines.vc is not None,
+            "voices": engines.vc.neutral_voices() if engines.vc is not None else [],
+            "images": engines.image is not None and params.images is not None,
+            "nonverbal": engines.events is not None and params.nonverbal is not None,
+        }
 
     def _room_name(self, request: web.Request) -> str:
         return self.room_name(request.match_info["room"])
@@ -391,11 +410,27 @@ class RoomServer:
         if not isinstance(listen_only, bool):
             raise ClientInputError(400, "'listen_only' must be true or false")
         listener = listen_only or self._speaks(speaks)[1]
+        mode, voice, nonverbal = body.get("mode"), body.get("voice"), body.get("nonverbal")
+        if mode is not None and mode not in ("interpret", "voice"):
+            raise ClientInputError(400, "'mode' must be \"interpret\" or \"voice\"")
+        if voice is not None and not (isinstance(voice, str) and 0 < len(voice) <= 64):
+            raise ClientInputError(400, "'voice' must be a voice name (1-64 characters)")
+        if nonverbal is not None and not isinstance(nonverbal, bool):
+            raise ClientInputError(400, "'nonverbal' must be true or false")
+        opening = name not in self.rooms
 
         session, pid = await self.admit(
             name, display=display, speaks=speaks, hears=hears, clone_voice=clone_voice, identity=identity,
             listener=listener,
         )
+        if opening and nonverbal is not None:
+            session.room.nonverbal = nonverbal and session.room.nonverbal
+        if mode is not None or voice is not None:
+            try:
+                await session.session.set_mode(pid, mode, voice=voice)
+            except PolyvoxError as exc:
+                await self.abandon(session, pid)
+                raise ClientInputError(400, str(exc)) from None
         answer = await self._connect(session, pid, sdp)
         # Participant ids are public (captions, listings); leaving needs this key too.
         key = session.keys[pid] = secrets.token_urlsafe(24)
@@ -593,6 +628,8 @@ class RoomServer:
             message = None
         if not isinstance(message, dict):
             return
+        if pid not in room.transport.peers:
+            return
         kind = message.get("type")
         if kind == "ping":
             # The page's heartbeat: it counts the connection lost after ~3 s without a pong.
@@ -605,11 +642,43 @@ class RoomServer:
             if isinstance(original, int | float) and not isinstance(original, bool) and 0 <= original <= 1:
                 room.transport.set_balance(pid, float(original))
             return
-        if message.get("type") == "voice" and isinstance(message.get("clone"), bool) and pid in room.transport.peers:
-            allowed = message["clone"]
-            task = asyncio.create_task(self._set_voice(room, pid, allowed), name=f"voice-{pid}")
+        work = None
+        if kind == "voice" and isinstance(message.get("clone"), bool):
+            work = self._set_voice(room, pid, message["clone"])
+        elif kind == "imagine":
+            work = self._imagine(room, pid)
+        elif kind == "mode" and message.get("mode") in ("interpret", "voice", None):
+            voice = message.get("voice")
+            work = self._set_mode(room, pid, message.get("mode"), voice if isinstance(voice, str) and voice else None)
+        if work is not None:
+            task = asyncio.create_task(work, name=f"{kind}-{pid}")
             room.departures.add(task)
             task.add_done_callback(room.departures.discard)
+
+    async def _imagine(self, room: RoomSession, pid: str) -> None:
+        if not room.session.request_image(pid):
+            text = "Pictures are off on this server."
+        elif self.engines.image is None:
+            from pipeline.imagine import NO_IMAGE_MODEL
+
+            text = NO_IMAGE_MODEL
+        else:
+            text = "Say what I should draw: your next sentence becomes a picture for everyone."
+        room.transport.send_json({"type": "notice", "kind": "image", "text": text}, to=[pid])
+
+    async def _set_mode(self, room: RoomSession, pid: str, mode: str | None, voice: str | None) -> None:
+        try:
+            participant = await room.session.set_mode(pid, mode, voice=voice)
+        except PolyvoxError as exc:
+            room.transport.send_json({"type": "notice", "kind": "mode", "text": str(exc)}, to=[pid])
+            return
+        if room.room.mode_of(pid) == "voice":
+            voice_name = participant.changer_voice.name if participant.changer_voice is not None else "the default voice"
+            text = f"Voice changer on: others hear you in the voice '{voice_name}', live, with no translation."
+        else:
+            text = "Voice changer off: your speech is interpreted."
+        room.transport.send_json({"type": "notice", "kind": "mode", "text": text}, to=[pid])
+        room.transport.send_json({"type": "participants", **room.describe()})
 
     async def _set_voice(self, room: RoomSession, pid: str, allowed: bool) -> None:
         await room.session.set_voice_allowed(pid, allowed)

@@ -37,15 +37,18 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from pipeline.frames import (
     CaptionFrame,
+    ImageFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
     InterpretationResultFrame,
+    NoticeFrame,
     TranslationsDoneFrame,
     Utterance,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
     UtteranceTranscriptionFrame,
     UtteranceTranslationFrame,
+    VoiceChangedAudioFrame,
 )
 from pipeline.room import Room
 from transports.webrtc.activity import ParticipantActivity
@@ -222,6 +225,7 @@ class WebRTCRoomTransport(BaseTransport):
             return False
         for other in self.peers.values():
             other.mixer.remove_source(participant_id)
+            other.mixer.remove_source(f"{participant_id}#voice")
         peer.mixer.close()
         self.activity.forget(participant_id)
         await peer.close()
@@ -259,8 +263,8 @@ class WebRTCRoomTransport(BaseTransport):
     def route_direct(self, speaker_id: str, pcm: np.ndarray) -> None:
         """Live audio (48 kHz mono) of a speaker to every other listener's mix."""
         speaker = self.room.participants.get(speaker_id)
-        if speaker is None:
-            return
+        if speaker is None or self.room.mode_of(speaker_id) == "voice":
+            return  # a voice-changer participant is heard only in their chosen voice
         for pid, peer in self.peers.items():
             if pid == speaker_id:
                 continue
@@ -336,6 +340,8 @@ _ROOM_FRAMES = (
     UtteranceTranslationFrame,
     UtteranceDroppedFrame,
     UtteranceAudioFrame,
+    ImageFrame,
+    NoticeFrame,
 )
 
 
@@ -361,7 +367,9 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         await super().process_frame(frame, direction)
 
     async def _route(self, frame: Frame) -> None:
-        if isinstance(frame, InterpretationAudioFrame) and frame.utterance is not None:
+        if isinstance(frame, VoiceChangedAudioFrame) and frame.utterance is not None:
+            self._voice_chunk(frame)
+        elif isinstance(frame, InterpretationAudioFrame) and frame.utterance is not None:
             self._interpretation_chunk(frame)
         elif isinstance(frame, InterpretationDoneFrame):
             self._interpretation_done(frame.utterance, frame.target_language, cut=frame.error is not None)
@@ -369,8 +377,46 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
             self._send_caption(frame)
         elif isinstance(frame, InterpretationResultFrame):
             self._record(frame)
+        elif isinstance(frame, ImageFrame):
+            self._send_image(frame)
+        elif isinstance(frame, NoticeFrame):
+            self._transport.send_json({"type": "notice", "kind": frame.kind, "text": frame.text}, to=[frame.user_id])
         # The rest (utterance audio, transcripts, translations) need nothing here: the
         # captions and results above carry what listeners see.
+
+    # -- voice changer and pictures -----------------------------------------------
+
+    def _voice_chunk(self, frame: VoiceChangedAudioFrame) -> None:
+        """A voice-changer participant's converted speech: live, to everyone else, in
+        place of their own voice (which ``route_direct`` keeps back)."""
+        utterance = frame.utterance
+        assert utterance is not None
+        speaker = utterance.user_id
+        key = (-1, f"voice:{speaker}:{frame.sample_rate}")
+        stream = self._resamplers.get(key)
+        if stream is None:
+            stream = self._resamplers[key] = soxr.ResampleStream(frame.sample_rate, MIX_RATE, 1, dtype="int16")
+        pcm = stream.resample_chunk(np.frombuffer(frame.audio, dtype=np.int16))
+        utterance.mark("first_audio_out")
+        for pid, peer in self._transport.peers.items():
+            if pid != speaker:
+                peer.mixer.add_direct(f"{speaker}#voice", pcm, 1.0)
+
+    def _send_image(self, frame: ImageFrame) -> None:
+        import base64
+
+        participant = self._transport.room.participants.get(frame.user_id)
+        self._transport.send_json(
+            {
+                "type": "image",
+                "participant_id": frame.user_id,
+                "name": participant.name if participant else frame.user_id,
+                "language": frame.language,
+                "caption": frame.caption,
+                "prompt": frame.prompt,
+                "png_base64": base64.b64encode(frame.png).decode("ascii"),
+            }
+        )
 
     # -- interpretation audio -----------------------------------------------------
 
@@ -427,6 +473,8 @@ class WebRTCRoomOutputTransport(BaseOutputTransport):
         if metrics is None:
             return
         result = frame.result
+        if result.utterance.kind == "voice":
+            return  # a voice-changer stretch is not an interpretation: keep the figures apart
         if result.dropped is not None:
             if result.transcript or result.dropped[0] != "asr":
                 metrics.inc("polyvox_utterances_dropped_total")

@@ -91,6 +91,17 @@ async function loadLanguages() {
   const other = info.hears.find((c) => c !== $("speaks").value) || info.hears[0];
   fillSelect($("hears"), info.hears, params.get("hears") || localStorage.getItem("polyvox.hears") || other);
   $("token-row").hidden = !info.token_required;
+  const features = (state.features = info.features || {});
+  if (features.voice_changer) {
+    for (const voice of features.voices || []) {
+      const option = document.createElement("option");
+      option.value = voice;
+      option.textContent = `speak as: ${voice}`;
+      $("changer").appendChild(option);
+    }
+    $("changer-row").hidden = false;
+  }
+  $("imagine").hidden = !features.images;
   $("room").value = params.get("room") || localStorage.getItem("polyvox.room") || "lobby";
   $("name").value = params.get("name") || localStorage.getItem("polyvox.name") || "";
   $("token").value = params.get("token") || "";
@@ -350,7 +361,8 @@ function renderParticipants() {
     const langs = document.createElement("span");
     langs.className = "langs";
     const via = (p.via === "phone" ? " · by phone" : "") + (p.listener ? " · listening only" : "");
-    const voice = p.voice_cloned === false ? " · neutral voice" : "";
+    const voice = p.mode === "voice" ? ` · voice changer (${p.changer_voice || "default"})`
+      : p.voice_cloned === false ? " · neutral voice" : "";
     langs.textContent = `speaks ${languageName(p.speaks)} · hears ${languageName(p.hears)}${voice}${via}`;
     item.append(name, langs);
     if (act.speaking) item.appendChild(badge("speaking", "speaking"));
@@ -364,6 +376,19 @@ function badge(kind, text) {
   span.className = `badge ${kind}`;
   span.textContent = text;
   return span;
+}
+
+// A picture someone asked for ("Draw what I say"), newest first.
+function renderPicture(message) {
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = `data:image/png;base64,${message.png_base64}`;
+  img.alt = message.prompt;
+  const caption = document.createElement("figcaption");
+  caption.textContent = `${message.name}: ${message.caption}`;
+  figure.append(img, caption);
+  $("pictures").prepend(figure);
+  $("pictures-section").hidden = false;
 }
 
 // -- messages ----------------------------------------------------------------------
@@ -390,6 +415,8 @@ function onMessage(event) {
     state.notice = message.text;
     $("voice-notice").textContent = message.text;
     $("voice-notice").hidden = false;
+  } else if (message.type === "image") {
+    renderPicture(message);
   } else if (message.type === "participants") {
     state.participants = message.participants;
     const present = new Set(message.participants.map((p) => p.id));
@@ -521,6 +548,7 @@ async function connect() {
     speaks: s.speaks, hears: s.hears, clone_voice: $("clone-voice").checked,
   };
   if (state.listenOnly) body.listen_only = true;
+  if ($("changer").value) Object.assign(body, { mode: "voice", voice: $("changer").value });
   if (s.token) body.token = s.token;
   const response = await fetch(`/api/rooms/${encodeURIComponent(s.room)}/join`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -563,6 +591,7 @@ function describeCall() {
   $("call-summary").textContent =
     `${s.name} in room ${s.room} · speaks ${languageName(s.speaks)} · hears ${languageName(s.hears)}${how}`;
   $("mute").hidden = state.listenOnly;
+  $("imagine").disabled = state.listenOnly; // a picture of what you say needs your voice
   $("mic-box").hidden = state.listenOnly;
 }
 
@@ -800,6 +829,14 @@ $("balance").addEventListener("input", () => {
 // server discards what it learnt of this voice.
 $("clone-voice").addEventListener("change", () => {
   sendMessage({ type: "voice", clone: $("clone-voice").checked });
+});
+
+// "Draw what I say": the next sentence becomes a picture for everyone in the room.
+$("imagine").addEventListener("click", () => sendMessage({ type: "imagine" }));
+// The voice changer applies during the call too.
+$("changer").addEventListener("change", () => {
+  const voice = $("changer").value;
+  sendMessage(voice ? { type: "mode", mode: "voice", voice } : { type: "mode", mode: "interpret" });
 });
 
 $("mute").addEventListener("click", toggleMute);

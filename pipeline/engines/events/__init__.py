@@ -1,0 +1,1 @@
+"""Audio-event classifiers (laughter, crying, sighs...)."""

@@ -1,0 +1,1 @@
+"""Text-to-image engines (speech-to-image)."""
