@@ -96,17 +96,38 @@ class Usage:
         self._last = now
 
 
-async def converse(speaker: RoomClient, listener: RoomClient, clips: list[np.ndarray], until: float,
-                   latencies: list[float], misses: list[int], rng: np.random.Generator) -> None:
-    """Speaker and listener take turns: say a clip, wait for its interpretation to finish."""
+def load_clips() -> list[tuple[np.ndarray, float]]:
+    """The librivox utterances, each followed by 250 ms of digital silence, and for each
+    the seconds of it after its last voiced 20 ms frame (its own quiet tail included), so
+    that latencies count from the end of the speech itself, endpointing included."""
+    clips = []
+    for path in sorted(LIBRIVOX.glob("*.wav")):
+        pcm = np.concatenate([load_audio(path), np.zeros(4000, np.int16)])
+        frames = pcm[: len(pcm) // 320 * 320].astype(np.float64).reshape(-1, 320)
+        rms = np.sqrt((frames**2).mean(axis=1))
+        last_voiced = int(np.nonzero(rms > 0.1 * rms.max())[0][-1]) + 1
+        clips.append((pcm, (len(pcm) - last_voiced * 320) / 16000))
+    return clips
+
+
+async def converse(speaker: RoomClient, listener: RoomClient, clips: list[tuple[np.ndarray, float]], until: float,
+                   latencies: list[float], misses: list[int], rng: np.random.Generator,
+                   overlapped: list[bool] | None = None) -> None:
+    """Speaker and listener take turns: say a clip, wait for its interpretation to finish.
+
+    A latency is the end of the clip's last voiced frame → the first interpreted sound at
+    the listener after it. When the listener was already hearing this clip's
+    interpretation as the speech ended (simultaneous mode interprets clauses while the
+    speaker talks), ``overlapped`` gets ``True`` for it (one flag per latency).
+    """
     turn = 0
     while time.monotonic() < until:
         a, b = (speaker, listener) if turn % 2 == 0 else (listener, speaker)
-        clip = clips[int(rng.integers(len(clips)))]
+        clip, tail_s = clips[int(rng.integers(len(clips)))]
         said = a.mic.say(clip)
         while len(a.mic.spoken.get(said, [])) < 2:  # noqa: ASYNC110 - the track's clock decides
             await asyncio.sleep(0.02)
-        ended = a.mic.spoken[said][1]
+        ended = a.mic.spoken[said][1] - tail_s
         deadline = ended + 30
         first = None
         while time.monotonic() < deadline:
@@ -118,6 +139,9 @@ async def converse(speaker: RoomClient, listener: RoomClient, clips: list[np.nda
             misses.append(1)
         else:
             latencies.append(first - ended)
+            if overlapped is not None:
+                before = b.first_sound_after(ended - 0.2, threshold=300)
+                overlapped.append(before is not None and before < ended)
             # let the interpretation play out: 0.8 s of quiet at the listener
             while time.monotonic() < deadline:
                 recent = [pcm for t, pcm in b.heard if t > time.monotonic() - 0.8]
@@ -154,6 +178,7 @@ async def run(args: argparse.Namespace, clips: list[np.ndarray]) -> dict:
     assert proc.stdout is not None
     info = json.loads(await asyncio.wait_for(proc.stdout.readline(), timeout=120))
     latencies: list[float] = []
+    overlapped: list[bool] = []
     misses: list[int] = []
     usage = Usage(proc.pid)
     try:
@@ -175,7 +200,8 @@ async def run(args: argparse.Namespace, clips: list[np.ndarray]) -> dict:
 
         sampling = asyncio.create_task(sampler())
         await asyncio.gather(
-            *(converse(a, b, clips, until, latencies, misses, np.random.default_rng(rng.integers(1 << 30)))
+            *(converse(a, b, clips, until, latencies, misses, np.random.default_rng(rng.integers(1 << 30)),
+                       overlapped)
               for a, b in pairs)
         )
         sampling.cancel()
@@ -199,6 +225,12 @@ async def run(args: argparse.Namespace, clips: list[np.ndarray]) -> dict:
             "p95": percentile(latencies, 95),
             "max": max(latencies) if latencies else None,
         },
+        # utterances whose interpretation was already playing when the speech ended
+        "overlapped": sum(overlapped),
+        "end_of_speech_to_first_audio_not_overlapped_s": {
+            "p50": percentile([x for x, o in zip(latencies, overlapped, strict=True) if not o], 50),
+            "p95": percentile([x for x, o in zip(latencies, overlapped, strict=True) if not o], 95),
+        },
         "usage": usage.samples,
     }
 
@@ -218,15 +250,17 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args))
         return
-    clips = [np.concatenate([load_audio(p), np.zeros(4000, np.int16)]) for p in sorted(LIBRIVOX.glob("*.wav"))]
-    result = asyncio.run(run(args, clips))
+    result = asyncio.run(run(args, load_clips()))
     lat = result["end_of_speech_to_first_audio_s"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f} s"  # noqa: E731
     print(f"engines: {result['engines']}")
     print(f"{result['clients']} clients in {result['rooms']} rooms, {result['minutes']} min, "
           f"{result['utterances']} utterances ({result['missed']} without interpretation)")
-    print(f"end of speech → first interpreted audio at the listener: p50 {fmt(lat['p50'])}, "
+    print(f"end of speech (last voiced frame) → first interpreted audio at the listener: p50 {fmt(lat['p50'])}, "
           f"p95 {fmt(lat['p95'])}, max {fmt(lat['max'])}")
+    alone = result["end_of_speech_to_first_audio_not_overlapped_s"]
+    print(f"  {result['overlapped']} of them already heard their interpretation as the speech ended; "
+          f"the others: p50 {fmt(alone['p50'])}, p95 {fmt(alone['p95'])}")
     for s in result["usage"]:
         print(f"  t={s['t']:>6.1f} s  server CPU {s['server_cpu_pct']:>5.1f} %  "
               f"machine CPU {s['machine_cpu_pct']:>5.1f} %  server RSS {s['server_rss_mib']:>7.1f} MiB")

@@ -35,9 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
-    clips = [np.concatenate([bench_webrtc.load_audio(p), np.zeros(4000, np.int16)])
-             for p in sorted(bench_webrtc.LIBRIVOX.glob("*.wav"))]
-    result = asyncio.run(bench_webrtc.run(args, clips))
+    result = asyncio.run(bench_webrtc.run(args, bench_webrtc.load_clips()))
     usage = result["usage"]
     lat = result["end_of_speech_to_first_audio_s"]
     said = result["utterances"]
