@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +24,14 @@ class ArrivalClock:
     was spoken, whatever queue it waited in afterwards. Thread-safe.
     """
 
-    #: Checkpoints kept (one per delivered frame: about 40 minutes of 20 ms frames).
+    #: Checkpoints kept (one per delivered frame: about 40 minutes of 20 ms frames), in
+    #: typed arrays: 16 bytes each, under 2 MB per participant when full.
     limit = 120_000
 
     def __init__(self, sample_rate: int = 16000) -> None:
         self.sample_rate = sample_rate
-        self._ends: list[int] = []
-        self._times: list[float] = []
+        self._ends = array("q")
+        self._times = array("d")
         self._total = 0
         self._lock = threading.Lock()
 

@@ -45,6 +45,7 @@ from pipeline.engines.asr.nemo_streaming import (
     CacheAwareStream,
     CacheAwareStreamer,
     StepKey,
+    as_float_audio,
     cache_aware_capability,
     enable_word_timestamps,
 )
@@ -313,7 +314,7 @@ class NeMoASREngine(ASREngine):
                     f"NeMo ASR needs {self.sample_rate} Hz audio, got {sample_rate} Hz",
                     retryable=False,
                 )
-            samples = _as_float(pcm)
+            samples = as_float_audio(pcm)
             if samples.size < _MIN_SECONDS * self.sample_rate:
                 results[index] = Transcript(text="", language=code, punctuated=self.punctuated)
                 continue
@@ -597,18 +598,6 @@ def _configure_gpu_decoding(
         enabled = bool(getattr(inner, "use_cuda_graph_decoder", False))
     logger.info("NeMo greedy {} decoding with CUDA graphs: {}", decoder_type, mode or ("on" if enabled else "off"))
     return enabled
-
-
-def _as_float(pcm: np.ndarray) -> np.ndarray:
-    """1-D float32 samples in [-1, 1] from int16 (or float) audio."""
-    array = np.asarray(pcm)
-    if array.ndim != 1:
-        raise EngineError(f"NeMo ASR needs mono 1-D audio, got shape {array.shape}", retryable=False)
-    if array.dtype == np.int16:
-        return array.astype(np.float32) / 32768.0
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array.astype(np.float32), -1.0, 1.0)
-    raise EngineError(f"NeMo ASR needs int16 or float audio, got {array.dtype}", retryable=False)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 
     import torch
 
-__all__ = ["CacheAwareStreamer", "CacheAwareStream", "StepKey", "cache_aware_capability", "enable_word_timestamps"]
+__all__ = [
+    "CacheAwareStreamer", "CacheAwareStream", "StepKey", "as_float_audio", "cache_aware_capability",
+    "enable_word_timestamps",
+]
 
 
 class StepKey(NamedTuple):
@@ -366,7 +369,7 @@ class CacheAwareStream(ASRStream):
     # --- ASRStream ---------------------------------------------------------------------
 
     def feed(self, pcm: np.ndarray) -> None:
-        samples = _as_float(pcm)
+        samples = as_float_audio(pcm)
         with self._lock:
             self._check_open()
             if samples.size == 0:
@@ -549,7 +552,8 @@ def _as_list(sequence: Any) -> list[Any]:
     return list(sequence)
 
 
-def _as_float(pcm: np.ndarray) -> np.ndarray:
+def as_float_audio(pcm: np.ndarray) -> np.ndarray:
+    """1-D float32 samples in [-1, 1] from int16 (or float) audio."""
     array = np.asarray(pcm)
     if array.ndim != 1:
         raise EngineError(f"NeMo ASR needs mono 1-D audio, got shape {array.shape}", retryable=False)

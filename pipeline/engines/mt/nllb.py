@@ -39,7 +39,7 @@ from loguru import logger
 
 from pipeline.engines.base import MTEngine
 from pipeline.engines.batching import MicroBatcher
-from pipeline.engines.device import pick_device
+from pipeline.engines.device import pick_ct2_device, pick_device
 from pipeline.errors import (
     ConfigError,
     EngineError,
@@ -293,7 +293,10 @@ class NLLBMTEngine(MTEngine):
             import ctranslate2
         except ImportError as exc:
             raise ImportError(_CT2_HINT) from exc
-        device, index = _ct2_device(self._device_setting, ctranslate2)
+        try:
+            device, index = pick_ct2_device(self._device_setting, ctranslate2)
+        except ValueError as exc:
+            raise ConfigError(f"mt.{exc}") from exc
         compute_type = self._compute_type_setting
         if compute_type == "auto":
             compute_type = "int8_float16" if device == "cuda" else "int8"
@@ -555,24 +558,6 @@ def _pick_dtype(setting: str, device: str, torch: Any) -> Any:
     if not device.startswith("cuda"):
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _ct2_device(setting: str, ctranslate2: Any) -> tuple[str, int]:
-    """``(device, index)`` for CTranslate2 from the engine's ``device`` setting."""
-    cuda = ctranslate2.get_cuda_device_count()
-    if setting == "auto":
-        return ("cuda", 0) if cuda > 0 else ("cpu", 0)
-    if setting == "cpu":
-        return "cpu", 0
-    match = re.fullmatch(r"cuda(?::(\d+))?", setting)
-    if match is None:
-        raise ConfigError(f"mt.device must be auto, cpu or cuda[:N], not {setting!r}")
-    index = int(match.group(1) or 0)
-    if index >= cuda:
-        raise EngineUnavailableError(
-            f"device '{setting}' requested but CTranslate2 sees {cuda} CUDA device(s)"
-        )
-    return "cuda", index
 
 
 def _is_ct2_model(path: Path) -> bool:
