@@ -400,8 +400,10 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from bot.preflight import check_models_present
 
     check_models_present(settings)
-    # Recordings carry laughter too (events); voices and pictures are for live rooms.
-    engines = load_engines(settings, optional=("events",))
+    # Recordings carry laughter too (events), and pictures when a trigger phrase is set
+    # (interpretation.images.trigger); voices are for live rooms (`polyvox convert`).
+    drawing = bool(settings.interpretation.images.trigger)
+    engines = load_engines(settings, optional=("events", "image") if drawing else ("events",))
     bars = args.progress if args.progress is not None else sys.stderr.isatty()
     total_s = max(len(t.pcm) for t in tracks) / 16000
     try:
@@ -440,6 +442,10 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         )
     for reason in result.errors:
         logger.warning(f"pipeline error: {reason}")
+    for user, text in dict.fromkeys((n["user_id"], n["text"]) for n in result.notices):
+        logger.info(f"told {user}: {text}")
+    for shown in document["pictures"]:
+        logger.info(f"picture of “{shown['caption']}” ({shown['user_id']}, {shown['at']} s) → {shown['file']}")
     logger.info(
         f"{len(result.utterances)} utterances ({spoken:.1f} s of speech) → {args.output}"
         + (f", captions → {args.captions}" if args.captions else "")

@@ -30,10 +30,12 @@ from pipeline.audio import resample, write_wav
 from pipeline.cascade import Engines
 from pipeline.frames import (
     CaptionFrame,
+    ImageFrame,
     InterpretationAudioFrame,
     InterpretationDoneFrame,
     InterpretationResult,
     InterpretationResultFrame,
+    NoticeFrame,
     TranslationsDoneFrame,
     UtteranceAudioFrame,
     UtteranceDroppedFrame,
@@ -87,6 +89,11 @@ class FileTranslation:
         input_seconds: Length of the longest track.
         started_at: ``time.monotonic()`` when the first audio was fed.
         stats: Speculations, clause commits and partial captions of the session.
+        pictures: Pictures asked for in the recordings (speech-to-image), as
+            ``{"user_id", "caption", "prompt", "language", "at", "png"}`` in the order
+            they were drawn.
+        notices: What the session told a speaker (``{"user_id", "kind", "text"}``), such
+            as a picture request that could not be drawn.
     """
 
     utterances: list[InterpretationResult] = field(default_factory=list)
@@ -99,6 +106,8 @@ class FileTranslation:
     input_seconds: float = 0.0
     started_at: float = 0.0
     stats: SessionStats = field(default_factory=SessionStats)
+    pictures: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
     def latency(self) -> LatencyStats:
         """Per-stage latency statistics over the utterances."""
@@ -144,14 +153,16 @@ class FileInputTransport(BaseInputTransport):
 
 
 class FileOutputTransport(BaseOutputTransport):
-    """Collects captions, interpretation audio and results (nothing is played)."""
+    """Collects captions, interpretation audio, results, pictures and notices (nothing is played)."""
 
     #: Frames that end here, bypassing BaseOutputTransport's media sender.
     routed = (
         CaptionFrame,
+        ImageFrame,
         InterpretationAudioFrame,
         InterpretationDoneFrame,
         InterpretationResultFrame,
+        NoticeFrame,
         TranslationsDoneFrame,
         UtteranceAudioFrame,
         UtteranceDroppedFrame,
@@ -164,6 +175,8 @@ class FileOutputTransport(BaseOutputTransport):
         self.results: list[InterpretationResult] = []
         self.chunks: dict[int, dict[str, list[np.ndarray]]] = {}
         self.captions: list[dict[str, Any]] = []
+        self.pictures: list[dict[str, Any]] = []
+        self.notices: list[dict[str, Any]] = []
         self.tts_rate: int | None = None
         self.clock_start: float | None = None
         #: Called with each result as it comes (progress reporting).
@@ -187,7 +200,7 @@ class FileOutputTransport(BaseOutputTransport):
             per_lang = self.chunks.setdefault(frame.utterance.id, {})
             per_lang.setdefault(frame.target_language, []).append(np.frombuffer(frame.audio, dtype=np.int16))
         elif isinstance(frame, CaptionFrame):
-            at = time.monotonic() - self.clock_start if self.clock_start is not None else None
+            at = self._since_start()
             self.captions.append(
                 {
                     "utterance_id": frame.utterance.id,
@@ -203,6 +216,24 @@ class FileOutputTransport(BaseOutputTransport):
             self.results.append(frame.result)
             if self.on_result is not None:
                 self.on_result(frame.result)
+        elif isinstance(frame, ImageFrame):
+            at = self._since_start()
+            self.pictures.append(
+                {
+                    "user_id": frame.user_id,
+                    "caption": frame.caption,
+                    "prompt": frame.prompt,
+                    "language": frame.language,
+                    "at": None if at is None else round(at, 3),
+                    "png": frame.png,
+                }
+            )
+        elif isinstance(frame, NoticeFrame):
+            self.notices.append({"user_id": frame.user_id, "kind": frame.kind, "text": frame.text})
+
+    def _since_start(self) -> float | None:
+        """Seconds since the input started, when it has."""
+        return time.monotonic() - self.clock_start if self.clock_start is not None else None
 
 
 class FileTransport(BaseTransport):
@@ -330,6 +361,8 @@ async def run_cascade_on_tracks(
         input_seconds=total_frames * FRAME_MS / 1000,
         started_at=begin,
         stats=session.stats,
+        pictures=collector.pictures,
+        notices=collector.notices,
     )
 
 
@@ -343,6 +376,9 @@ def write_outputs(
     inputs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write the interpretation of every utterance, in order, and the captions JSON.
+
+    Pictures asked for in the recordings are written beside ``out_wav`` as
+    ``<name>.picture-<n>.png`` and listed under ``pictures`` in the document.
 
     Returns:
         The captions document (also written to ``captions`` when given).
@@ -366,6 +402,11 @@ def write_outputs(
         entries.append(entry)
     audio = np.concatenate(pieces[:-1]) if pieces else np.zeros(0, dtype=np.int16)
     write_wav(out_wav, audio, rate)
+    pictures = []
+    for number, shown in enumerate(result.pictures, start=1):
+        png = Path(out_wav).with_suffix(f".picture-{number}.png")
+        png.write_bytes(shown["png"])
+        pictures.append({**{k: v for k, v in shown.items() if k != "png"}, "file": str(png)})
     document = {
         "inputs": inputs or [],
         "target_language": target,
@@ -385,6 +426,7 @@ def write_outputs(
             if r.dropped is not None
         ],
         "captions": result.captions,
+        "pictures": pictures,
         "latency": result.latency().as_dict(),
         "live": result.stats.as_dict(),
         "wall_seconds": round(result.wall_seconds, 3),

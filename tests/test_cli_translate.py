@@ -19,6 +19,7 @@ from loguru import logger
 from bot.cli import latency_headline, main
 from pipeline.audio import write_wav
 from tests.fakes import fake_engines, silence, tone
+from tests.test_imagine import drawer, picture  # noqa: F401 - drawer is a fixture (used by name)
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +95,31 @@ def test_latency_headline_says_what_was_measured():
     assert "17.4" not in fast  # queueing is not latency
     assert latency_headline(latency, realtime=True) == "speech end → first audio: p50 17.400 s, p95 30.000 s (real-time pace)"
     assert latency_headline({}, realtime=False) is None and latency_headline({}, realtime=True) is None
+
+
+def test_a_recording_that_asks_for_pictures_gets_them_beside_its_interpretation(tmp_path, capsys, monkeypatch, drawer):  # noqa: F811
+    asked: list[tuple[str, ...]] = []
+
+    def engines(settings, *, optional=(), **_):
+        asked.append(tuple(optional))
+        return fake_engines(image=drawer if "image" in optional else None)
+
+    monkeypatch.setattr("bot.app.load_engines", engines)
+    talk = tmp_path / "talk.wav"
+    write_wav(talk, np.concatenate([silence(0.3), tone(440, 0.6), silence(0.8), tone(550, 0.6), silence(0.8)]), 16000)
+    out, captions = tmp_path / "talk.es.wav", tmp_path / "talk.es.json"
+    argv = ["translate", str(talk), "--to", "es", "-o", str(out), "--captions", str(captions), "--no-progress"]
+
+    assert main([*argv, "--set", "interpretation.images.trigger=tone"]) == 0
+    document = json.loads(captions.read_text())
+    # Both sentences start with the trigger: each is interpreted and drawn.
+    assert len(document["utterances"]) == 2 and "image" in asked[-1]
+    assert [(p["user_id"], p["caption"]) for p in document["pictures"]] == [("talk", "440"), ("talk", "550")]
+    for number, shown in enumerate(document["pictures"], start=1):
+        assert shown["file"] == str(tmp_path / f"talk.es.picture-{number}.png")
+        assert picture((tmp_path / f"talk.es.picture-{number}.png").read_bytes()).size == (64, 64)
+    assert "picture of “440” (talk" in capsys.readouterr().err
+
+    # Without a trigger phrase no image model is loaded and nothing is drawn.
+    assert main(argv) == 0
+    assert "image" not in asked[-1] and json.loads(captions.read_text())["pictures"] == []
