@@ -36,7 +36,7 @@ from typing import BinaryIO
 import numpy as np
 import soxr
 
-from pipeline.errors import AudioInputError
+from pipeline.errors import AudioInputError, EngineError
 
 __all__ = [
     "MAX_SAMPLES_PER_SECOND",
@@ -657,6 +657,26 @@ def int16_to_float(pcm: np.ndarray, dtype: type[np.floating] = np.float32) -> np
         ``pcm / 32768`` as ``dtype``, same shape.
     """
     return np.asarray(pcm, dtype=np.int16).astype(dtype) / dtype(32768.0)
+
+
+def mono_float32(pcm: np.ndarray, who: str) -> np.ndarray:
+    """1-D float32 samples in [-1, 1] from int16 (or float) audio given to an engine.
+
+    Args:
+        pcm: Mono samples, ``numpy.int16`` or floats (clipped to [-1, 1]).
+        who: The engine, for the error message ("NeMo ASR", "Whisper").
+
+    Raises:
+        EngineError: not 1-D, or neither int16 nor float (not retryable).
+    """
+    array = np.asarray(pcm)
+    if array.ndim != 1:
+        raise EngineError(f"{who} needs mono 1-D audio, got shape {array.shape}", retryable=False)
+    if array.dtype == np.int16:
+        return int16_to_float(array)
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array.astype(np.float32), -1.0, 1.0)
+    raise EngineError(f"{who} needs int16 or float audio, got {array.dtype}", retryable=False)
 
 
 def rms_dbfs(pcm: np.ndarray) -> float:

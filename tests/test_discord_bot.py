@@ -11,10 +11,12 @@ interaction's response/followup (recorded) and the voice connection (a fake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 import time
 import wave
+from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
@@ -327,17 +329,27 @@ async def bot(tmp_path, discord_api):
     client.session_params = lambda: SessionParams(  # a fast watchdog for tests
         watch_interval_s=0.05, reconnect_after_s=0.2, reconnect_backoff_s=0.2,
     )
+    client.fake_io = io_
+    async with running_bot(client, discord_api):
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def running_bot(client: PolyvoxBot, discord_api: LoopbackDiscordAPI) -> AsyncIterator[PolyvoxBot]:
+    """``client`` logged in to the loopback Discord API, in the test guild, extensions
+    loaded; its sessions stopped and its HTTP client closed afterwards."""
     await client._async_setup_hook()  # what login() does first: bind the client to this loop
     state = client._connection
     state.user = discord.ClientUser(state=state, data=await client.http.static_login("test-token"))
     state._add_guild_from_data(guild_payload())
     await client.load_extensions()
-    client.fake_io = io_
     client.api = discord_api
-    yield client
-    for session in list(client.sessions.values()):
-        await session.stop()
-    await client.http.close()
+    try:
+        yield client
+    finally:
+        for session in list(client.sessions.values()):
+            await session.stop()
+        await client.http.close()
 
 
 MANAGE = discord.Permissions(manage_channels=True, **{k: v for k, v in EVERYONE if v})

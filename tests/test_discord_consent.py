@@ -27,8 +27,8 @@ from tests.test_discord_bot import (
     FakeVoiceIO,
     attachment,
     discord_api,  # noqa: F401 - the loopback Discord API fixture (used by name)
-    guild_payload,
     run_command,
+    running_bot,
     voice_state,
     wav_bytes,
 )
@@ -89,18 +89,8 @@ async def bot(tmp_path, discord_api, xtts):  # noqa: F811 - the imported fixture
         voice_io=FakeVoiceIO(),
     )
     client.session_params = lambda: SessionParams(watch_interval_s=0.05)
-    await client._async_setup_hook()
-    state = client._connection
-    import discord
-
-    state.user = discord.ClientUser(state=state, data=await client.http.static_login("test-token"))
-    state._add_guild_from_data(guild_payload())
-    await client.load_extensions()
-    client.api = discord_api
-    yield client
-    for session in list(client.sessions.values()):
-        await session.stop()
-    await client.http.close()
+    async with running_bot(client, discord_api):
+        yield client
 
 
 async def talk(session: Any, user: int, freq: int, *, pause: bool = True) -> None:

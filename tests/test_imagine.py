@@ -205,12 +205,11 @@ async def test_draw_what_i_say_in_the_page_shows_the_picture_to_everyone(offline
 async def speaking_bot(tmp_path, discord_api, offline, drawer):  # noqa: F811
     """The Discord bot of ``tests/test_discord_bot.py`` with the offline engines (real
     recognition of recorded speech) and the tiny image pipeline."""
-    import discord
 
     from bot.app import interpretation_params
     from bot.discord_bot import DiscordSettings, PolyvoxBot
     from pipeline.session import SessionFactory
-    from tests.test_discord_bot import FakeVoiceIO, guild_payload
+    from tests.test_discord_bot import FakeVoiceIO, running_bot
     from transports.discord.session import SessionParams
 
     settings, engines = offline
@@ -221,16 +220,8 @@ async def speaking_bot(tmp_path, discord_api, offline, drawer):  # noqa: F811
         discord_settings=DiscordSettings(database=str(tmp_path / "discord.sqlite3"), sync_commands=False),
     )
     client.session_params = lambda: SessionParams(watch_interval_s=0.05)
-    await client._async_setup_hook()
-    state = client._connection
-    state.user = discord.ClientUser(state=state, data=await client.http.static_login("test-token"))
-    state._add_guild_from_data(guild_payload())
-    await client.load_extensions()
-    client.api = discord_api
-    yield client
-    for session in list(client.sessions.values()):
-        await session.stop()
-    await client.http.close()
+    async with running_bot(client, discord_api):
+        yield client
 
 
 @pytest.mark.slow

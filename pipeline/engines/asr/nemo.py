@@ -41,11 +41,11 @@ from typing import Any, ClassVar
 import numpy as np
 from loguru import logger
 
+from pipeline.audio import mono_float32
 from pipeline.engines.asr.nemo_streaming import (
     CacheAwareStream,
     CacheAwareStreamer,
     StepKey,
-    as_float_audio,
     cache_aware_capability,
     enable_word_timestamps,
 )
@@ -314,7 +314,7 @@ class NeMoASREngine(ASREngine):
                     f"NeMo ASR needs {self.sample_rate} Hz audio, got {sample_rate} Hz",
                     retryable=False,
                 )
-            samples = as_float_audio(pcm)
+            samples = mono_float32(pcm, "NeMo ASR")
             if samples.size < _MIN_SECONDS * self.sample_rate:
                 results[index] = Transcript(text="", language=code, punctuated=self.punctuated)
                 continue

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from pipeline.audio import mono_float32
 from pipeline.engines.base import ASRStream, Transcript, Word
 from pipeline.errors import EngineError
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "CacheAwareStreamer", "CacheAwareStream", "StepKey", "as_float_audio", "cache_aware_capability",
+    "CacheAwareStreamer", "CacheAwareStream", "StepKey", "cache_aware_capability",
     "enable_word_timestamps",
 ]
 
@@ -369,7 +370,7 @@ class CacheAwareStream(ASRStream):
     # --- ASRStream ---------------------------------------------------------------------
 
     def feed(self, pcm: np.ndarray) -> None:
-        samples = as_float_audio(pcm)
+        samples = mono_float32(pcm, "NeMo ASR")
         with self._lock:
             self._check_open()
             if samples.size == 0:
@@ -552,14 +553,4 @@ def _as_list(sequence: Any) -> list[Any]:
     return list(sequence)
 
 
-def as_float_audio(pcm: np.ndarray) -> np.ndarray:
-    """1-D float32 samples in [-1, 1] from int16 (or float) audio."""
-    array = np.asarray(pcm)
-    if array.ndim != 1:
-        raise EngineError(f"NeMo ASR needs mono 1-D audio, got shape {array.shape}", retryable=False)
-    if array.dtype == np.int16:
-        return array.astype(np.float32) / 32768.0
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array.astype(np.float32), -1.0, 1.0)
-    raise EngineError(f"NeMo ASR needs int16 or float audio, got {array.dtype}", retryable=False)
 

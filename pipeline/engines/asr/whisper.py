@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 from loguru import logger
 
+from pipeline.audio import mono_float32
 from pipeline.engines.base import ASREngine, Transcript
 from pipeline.engines.batching import MicroBatcher
 from pipeline.engines.device import pick_ct2_device
@@ -412,14 +413,7 @@ class WhisperASREngine(ASREngine):
             raise EngineError(
                 f"Whisper needs {self.sample_rate} Hz audio, got {sample_rate} Hz", retryable=False
             )
-        array = np.asarray(pcm)
-        if array.ndim != 1:
-            raise EngineError(f"Whisper needs mono 1-D audio, got shape {array.shape}", retryable=False)
-        if array.dtype == np.int16:
-            return array.astype(np.float32) / 32768.0
-        if np.issubdtype(array.dtype, np.floating):
-            return np.clip(array.astype(np.float32), -1.0, 1.0)
-        raise EngineError(f"Whisper needs int16 or float audio, got {array.dtype}", retryable=False)
+        return mono_float32(pcm, "Whisper")
 
     # --- the batcher's thread ----------------------------------------------------------
 
